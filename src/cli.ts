@@ -1,0 +1,203 @@
+/**
+ * The `tally` command line. Exit codes: 0 ok, 1 the work failed, 2 bad usage (an
+ * unknown or invalid option or environment variable: one line on stderr, no stack).
+ */
+import fs from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { z } from 'zod';
+import { loadConfig } from './config.ts';
+import { resolveDatabase, type ResolvedDatabase } from './database.ts';
+import { TallyError, UsageError, errorMessage } from './errors.ts';
+import { installScript, runMigrations } from './migrate.ts';
+import { formatStatus, readStatus } from './status.ts';
+import { startWorker } from './worker.ts';
+
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+const log = (line: string) => process.stderr.write(`tally: ${line}\n`);
+
+/** Parses a command's options with its zod schema; the first problem becomes a UsageError. */
+function parseOptions<T extends z.ZodType>(schema: T, raw: unknown): z.infer<T> {
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const flag = issue?.path.map((p) => `--${String(p).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(' ');
+    throw new UsageError(`${flag ? `${flag}: ` : ''}${issue?.message ?? 'invalid option'}`);
+  }
+  return parsed.data;
+}
+
+const seconds = (name: string, max: number) =>
+  z.coerce.number({ error: `${name} must be a number of seconds` }).int(`${name} must be a whole number of seconds`).min(1).max(max);
+
+const migrateOptions = z.strictObject({ verbose: z.boolean().optional() });
+const sqlOptions = z.strictObject({
+  transaction: z.boolean().default(true),
+  output: z.string().min(1, 'needs a file path').optional(),
+});
+const runOptions = z.strictObject({
+  shutdownTimeout: seconds('shutdown timeout', 3600).default(30),
+  verbose: z.boolean().optional(),
+});
+const statusOptions = z.strictObject({ json: z.boolean().optional() });
+
+async function withDatabase<T>(verbose: boolean | undefined, fn: (db: ResolvedDatabase) => Promise<T>): Promise<T> {
+  const db = await resolveDatabase(loadConfig(), verbose ? log : undefined);
+  try {
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}
+
+/** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      const force = () => {
+        log('second signal: exiting without waiting');
+        process.exit(130);
+      };
+      process.once('SIGINT', force);
+      process.once('SIGTERM', force);
+      resolve(signal);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+async function runService(options: z.infer<typeof runOptions>, migrate: boolean): Promise<void> {
+  const signal = untilSignal();
+  await withDatabase(true, async (db) => {
+    let version: number;
+    if (migrate) {
+      const result = await runMigrations(db.connectionString, options.verbose ? log : undefined);
+      if (result.applied.length > 0) log(`applied ${result.applied.length} migration(s): ${result.applied.map((m) => m.name).join(', ')}`);
+      version = result.version;
+    } else {
+      const status = await readStatus(db.connectionString);
+      if (status.schemaVersion === undefined || status.pendingMigrations > 0) {
+        throw new TallyError(
+          'schema_outdated',
+          `schema is ${status.schemaVersion === undefined ? 'not installed' : `at version ${status.schemaVersion}, ${status.pendingMigrations} migration(s) pending`}: run \`tally migrate\` first`,
+        );
+      }
+      version = status.schemaVersion;
+    }
+    const worker = await startWorker({ connectionString: db.connectionString, log });
+    process.stdout.write(
+      `tally: ready · database ${db.description} · schema version ${version} · worker running (${worker.schedules.length} schedule${worker.schedules.length === 1 ? '' : 's'}) · Ctrl-C to stop\n`,
+    );
+    const received = await signal;
+    log(`${received}: stopping worker (waiting up to ${options.shutdownTimeout}s for running jobs)`);
+    await worker.stop(options.shutdownTimeout * 1000);
+    log('worker stopped');
+  });
+  log('stopped');
+}
+
+export function buildProgram(): Command {
+  const program = new Command('tally')
+    .description(
+      'Postgres-native usage metering: install the tally schema, run its scheduled jobs, report their state.\n' +
+        'Uses DATABASE_URL when set; otherwise an embedded PostgreSQL with its data in TALLY_DATA_DIR (default .tally/pg).',
+    )
+    .version(process.env.npm_package_version ?? '0.1.0', '-V, --version')
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(text.split('\n')[0] + '\n') })
+    .addHelpText(
+      'after',
+      '\nEnvironment:\n' +
+        '  DATABASE_URL          postgres:// URL of the server to use (unset: embedded PostgreSQL)\n' +
+        '  TALLY_DATA_DIR        data directory of the embedded PostgreSQL (default .tally/pg)\n' +
+        '  TALLY_EMBEDDED_PORT   preferred port of the embedded PostgreSQL (default: a free one)\n\n' +
+        'Exit codes: 0 ok, 1 the command failed, 2 bad usage.',
+    );
+
+  program
+    .command('migrate')
+    .description('apply pending migrations to the database (safe to run concurrently)')
+    .option('--verbose', 'log every step of the migration runner')
+    .action(async (raw) => {
+      const options = parseOptions(migrateOptions, raw);
+      await withDatabase(options.verbose, async (db) => {
+        const result = await runMigrations(db.connectionString, options.verbose ? log : undefined);
+        process.stdout.write(
+          result.applied.length === 0
+            ? `schema is up to date at version ${result.version}\n`
+            : `applied ${result.applied.length} migration(s) (${result.applied.map((m) => `${m.id} ${m.name}`).join(', ')}); schema version ${result.version}\n`,
+        );
+      });
+    });
+
+  program
+    .command('sql')
+    .description('print the whole install script (every migration, in order) for psql or a Supabase migrations folder')
+    .option('--no-transaction', 'omit BEGIN/COMMIT, for tools that wrap each file in a transaction themselves')
+    .option('-o, --output <file>', 'write the script to a file instead of stdout')
+    .addHelpText('after', '\nApply with: tally sql | psql -v ON_ERROR_STOP=1 "$DATABASE_URL"\nA later `tally migrate` sees these migrations as applied.')
+    .action(async (raw) => {
+      const options = parseOptions(sqlOptions, raw);
+      const script = await installScript({ transaction: options.transaction });
+      if (options.output) fs.writeFileSync(options.output, script);
+      else process.stdout.write(script);
+    });
+
+  const shutdownOption = () =>
+    new Option('--shutdown-timeout <seconds>', 'on SIGINT/SIGTERM, how long to wait for running jobs').default('30');
+
+  program
+    .command('start')
+    .description('the main job: resolve the database (embedded by default), migrate, run the worker until Ctrl-C')
+    .addOption(shutdownOption())
+    .option('--verbose', 'log every step of the migration runner')
+    .action(async (raw) => runService(parseOptions(runOptions, raw), true));
+
+  program
+    .command('worker')
+    .description('run only the pg-boss worker and its schedules (the schema must be migrated)')
+    .addOption(shutdownOption())
+    .option('--verbose', 'log more')
+    .action(async (raw) => runService(parseOptions(runOptions, raw), false));
+
+  program
+    .command('status')
+    .description('print the schema version, the running workers and every schedule with its last run')
+    .option('--json', 'print JSON instead of text')
+    .action(async (raw) => {
+      const options = parseOptions(statusOptions, raw);
+      await withDatabase(false, async (db) => {
+        const status = await readStatus(db.connectionString);
+        process.stdout.write(
+          options.json ? JSON.stringify({ database: db.description, ...status }, null, 2) + '\n' : formatStatus(status, db.description) + '\n',
+        );
+      });
+    });
+
+  return program;
+}
+
+export async function main(argv: string[] = process.argv): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version requests end here too, with exit code 0.
+      return err.exitCode === 0 ? 0 : EXIT_USAGE;
+    }
+    if (err instanceof UsageError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      return EXIT_USAGE;
+    }
+    const code = err instanceof TallyError ? ` [${err.code}]` : '';
+    process.stderr.write(`error${code}: ${errorMessage(err)}\n`);
+    if (process.env.TALLY_DEBUG) console.error(err);
+    return EXIT_FAILURE;
+  }
+}

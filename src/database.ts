@@ -1,0 +1,33 @@
+/**
+ * Where Tally's database is, resolved in one place: DATABASE_URL when set, otherwise
+ * the embedded PostgreSQL in TALLY_DATA_DIR (default .tally/pg).
+ */
+import { redactUrl, type TallyConfig } from './config.ts';
+import { startEmbedded } from './embedded.ts';
+
+export interface ResolvedDatabase {
+  connectionString: string;
+  kind: 'external' | 'embedded';
+  /** One human-readable line: which server, password masked. */
+  description: string;
+  /** Stops the embedded server if this process started it; a no-op otherwise. */
+  close(): Promise<void>;
+}
+
+export async function resolveDatabase(config: TallyConfig, log?: (line: string) => void): Promise<ResolvedDatabase> {
+  if (config.databaseUrl) {
+    return {
+      connectionString: config.databaseUrl,
+      kind: 'external',
+      description: redactUrl(config.databaseUrl),
+      close: async () => undefined,
+    };
+  }
+  const server = await startEmbedded({ dataDir: config.dataDir, port: config.embeddedPort, log });
+  return {
+    connectionString: server.connectionString,
+    kind: 'embedded',
+    description: `embedded PostgreSQL at 127.0.0.1:${server.port} (data ${server.dataDir}${server.started ? '' : ', already running'})`,
+    close: () => server.stop(),
+  };
+}

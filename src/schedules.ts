@@ -1,0 +1,26 @@
+/**
+ * The jobs the worker schedules. Each job is one call of a public SQL function, so a DBA
+ * can run the same schedule with pg_cron instead: `select <sql>` on the same cron, then
+ * `select tally.record_job_run(...)`. Later features add their jobs here.
+ */
+export interface ScheduledJob {
+  /** pg-boss queue name and tally.job_runs key. */
+  name: string;
+  /** Five-field cron expression (UTC). */
+  cron: string;
+  /** The statement the job runs; it returns one row with one jsonb column `result`. */
+  sql: string;
+  /** Longest a run may take before pg-boss considers it expired. */
+  expireInSeconds: number;
+  description: string;
+}
+
+export const SCHEDULED_JOBS: readonly ScheduledJob[] = [
+  {
+    name: 'tally-heartbeat',
+    cron: '* * * * *',
+    sql: 'select tally.heartbeat() as result',
+    expireInSeconds: 60,
+    description: 'proves the scheduler, the worker and the database are alive (tally status shows its last run)',
+  },
+];

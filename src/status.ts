@@ -1,0 +1,135 @@
+/**
+ * `tally status`: what is installed and whether the worker is doing its job.
+ * Read-only: it never installs or migrates anything.
+ */
+import pg from 'pg';
+import { TallyError, errorMessage } from './errors.ts';
+import { migrationFiles, readSchemaVersion } from './migrate.ts';
+import { SCHEDULED_JOBS } from './schedules.ts';
+import { BOSS_SCHEMA, WORKER_NAME, createBoss } from './worker.ts';
+
+export interface JobStatus {
+  name: string;
+  cron: string | undefined;
+  scheduled: boolean;
+  runs: number;
+  failures: number;
+  lastFinishedAt: Date | undefined;
+  lastOk: boolean | undefined;
+  lastError: string | undefined;
+}
+
+export interface WorkerInstance {
+  host: string;
+  pid: number;
+  startedOn: Date;
+  heartbeatOn: Date;
+  live: boolean;
+}
+
+export interface Status {
+  schemaVersion: number | undefined;
+  latestVersion: number;
+  pendingMigrations: number;
+  workers: WorkerInstance[];
+  jobs: JobStatus[];
+}
+
+interface JobRunRow {
+  job: string;
+  runs: string;
+  failures: string;
+  last_finished_at: Date | null;
+  last_ok: boolean | null;
+  last_error: string | null;
+}
+
+export async function readStatus(connectionString: string): Promise<Status> {
+  const client = new pg.Client({ connectionString, application_name: 'tally-status' });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (err) {
+    throw new TallyError('database_unreachable', `cannot connect to the database: ${errorMessage(err)}`, { cause: err });
+  }
+  let schemaVersion: number | undefined;
+  let runs = new Map<string, JobRunRow>();
+  let bossInstalled = false;
+  try {
+    schemaVersion = await readSchemaVersion(client);
+    if (schemaVersion !== undefined && schemaVersion >= 3) {
+      const { rows } = await client.query<JobRunRow>('select job, runs, failures, last_finished_at, last_ok, last_error from tally.job_runs');
+      runs = new Map(rows.map((r) => [r.job, r]));
+    }
+    const { rows } = await client.query<{ installed: boolean }>('select to_regclass($1) is not null as installed', [`${BOSS_SCHEMA}.version`]);
+    bossInstalled = rows[0]?.installed ?? false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+
+  const files = await migrationFiles();
+  const latestVersion = files.at(-1)?.id ?? 0;
+  const pendingMigrations = files.filter((f) => f.id > (schemaVersion ?? -1)).length;
+
+  let workers: WorkerInstance[] = [];
+  const schedules = new Map<string, string>();
+  if (bossInstalled) {
+    const boss = createBoss(connectionString, 'observer');
+    boss.on('error', () => undefined);
+    try {
+      await boss.start();
+      for (const s of await boss.getSchedules()) schedules.set(s.name, s.cron);
+      workers = (await boss.getInstances())
+        .filter((i) => i.name === WORKER_NAME && i.stoppedOn === null)
+        .map((i) => ({ host: i.host, pid: i.pid, startedOn: i.startedOn, heartbeatOn: i.heartbeatOn, live: i.live }));
+    } finally {
+      await boss.stop({ graceful: false, close: true }).catch(() => undefined);
+    }
+  }
+
+  const jobs = SCHEDULED_JOBS.map((job) => {
+    const run = runs.get(job.name);
+    return {
+      name: job.name,
+      cron: schedules.get(job.name),
+      scheduled: schedules.has(job.name),
+      runs: Number(run?.runs ?? 0),
+      failures: Number(run?.failures ?? 0),
+      lastFinishedAt: run?.last_finished_at ?? undefined,
+      lastOk: run?.last_ok ?? undefined,
+      lastError: run?.last_error ?? undefined,
+    };
+  });
+  return { schemaVersion, latestVersion, pendingMigrations, workers, jobs };
+}
+
+function ago(date: Date, now = Date.now()): string {
+  const seconds = Math.max(0, Math.round((now - date.getTime()) / 1000));
+  if (seconds < 120) return `${seconds}s ago`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)}m ago`;
+  return `${Math.round(seconds / 3600)}h ago`;
+}
+
+export function formatStatus(status: Status, database: string): string {
+  const lines = [`database:  ${database}`];
+  lines.push(
+    status.schemaVersion === undefined
+      ? `schema:    not installed (run \`tally migrate\`; ${status.latestVersion} migrations available)`
+      : `schema:    version ${status.schemaVersion}` +
+          (status.pendingMigrations > 0 ? ` (${status.pendingMigrations} pending: run \`tally migrate\`)` : ' (up to date)'),
+  );
+  const live = status.workers.filter((w) => w.live);
+  lines.push(
+    live.length > 0
+      ? `worker:    ${live.length} running (${live.map((w) => `${w.host} pid ${w.pid}, up since ${w.startedOn.toISOString()}`).join('; ')})`
+      : 'worker:    none running (start one with `tally worker` or `tally start`)',
+  );
+  lines.push('schedules:');
+  for (const job of status.jobs) {
+    const last = job.lastFinishedAt
+      ? `last run ${ago(job.lastFinishedAt)} ${job.lastOk ? 'ok' : `FAILED: ${job.lastError ?? ''}`}`
+      : 'never run';
+    lines.push(`  ${job.name.padEnd(18)} ${(job.cron ?? 'not scheduled').padEnd(12)} ${last} (${job.runs} runs, ${job.failures} failed)`);
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,109 @@
+/**
+ * The pg-boss worker: installs the schedules of SCHEDULED_JOBS and runs their SQL.
+ *
+ * pg-boss delivers at least once, so every job is an idempotent SQL function; the queue
+ * only decides when it runs. Queues use the `stately` policy: at most one job waiting and
+ * one running per queue, so a worker that was down does not come back to a pile-up.
+ */
+import pg from 'pg';
+import { PgBoss } from 'pg-boss';
+import { errorMessage } from './errors.ts';
+import { SCHEDULED_JOBS, type ScheduledJob } from './schedules.ts';
+
+export const BOSS_SCHEMA = 'pgboss';
+export const WORKER_NAME = 'tally-worker';
+
+export interface Worker {
+  readonly schedules: readonly ScheduledJob[];
+  /** Runs one scheduled job now, outside the schedule (used by tests and `tally status --run`). */
+  runNow(name: string): Promise<unknown>;
+  /** Stops taking jobs, waits for running ones (up to timeoutMs), closes connections. */
+  stop(timeoutMs?: number): Promise<void>;
+}
+
+export interface WorkerOptions {
+  connectionString: string;
+  log?: (line: string) => void;
+}
+
+/** A pg-boss instance on Tally's schema: a working one, or a read-only observer for status. */
+export function createBoss(connectionString: string, role: 'worker' | 'observer'): PgBoss {
+  const worker = role === 'worker';
+  return new PgBoss({
+    connectionString,
+    schema: BOSS_SCHEMA,
+    application_name: worker ? WORKER_NAME : 'tally-status',
+    instanceName: WORKER_NAME,
+    max: worker ? 4 : 1,
+    schedule: worker,
+    supervise: worker,
+    migrate: worker,
+    createSchema: worker,
+    registerInstance: worker,
+  });
+}
+
+/** Runs a job's SQL and records the outcome in tally.job_runs. Throws if the job failed. */
+async function runJob(pool: pg.Pool, job: ScheduledJob): Promise<unknown> {
+  const startedAt = new Date();
+  let result: unknown = null;
+  let failure: unknown;
+  try {
+    const { rows } = await pool.query<{ result: unknown }>(job.sql);
+    result = rows[0]?.result ?? null;
+  } catch (err) {
+    failure = err;
+  }
+  await pool.query(
+    `select tally.record_job_run(p_job => $1::text, p_started_at => $2::timestamptz, p_finished_at => $3::timestamptz,
+       p_ok => $4::boolean, p_result => $5::jsonb, p_error => $6::text)`,
+    [job.name, startedAt, new Date(), failure === undefined, JSON.stringify(result), failure === undefined ? null : errorMessage(failure)],
+  );
+  if (failure !== undefined) throw failure;
+  return result;
+}
+
+export async function startWorker(options: WorkerOptions): Promise<Worker> {
+  const log = options.log ?? (() => undefined);
+  const pool = new pg.Pool({ connectionString: options.connectionString, max: 2, application_name: WORKER_NAME });
+  pool.on('error', (err) => log(`worker pool: ${err.message}`));
+  const boss = createBoss(options.connectionString, 'worker');
+  boss.on('error', (err: Error) => log(`pg-boss: ${err.message}`));
+
+  try {
+    await boss.start();
+    for (const job of SCHEDULED_JOBS) {
+      await boss.createQueue(job.name, { policy: 'stately', retryLimit: 0, expireInSeconds: job.expireInSeconds });
+      await boss.schedule(job.name, job.cron, null, { tz: 'UTC' });
+      await boss.work(job.name, { pollingIntervalSeconds: 2 }, async () => {
+        try {
+          return await runJob(pool, job);
+        } catch (err) {
+          log(`job ${job.name} failed: ${errorMessage(err)}`);
+          throw err;
+        }
+      });
+    }
+  } catch (err) {
+    await boss.stop({ graceful: false }).catch(() => undefined);
+    await pool.end().catch(() => undefined);
+    throw err;
+  }
+
+  let stopping: Promise<void> | undefined;
+  return {
+    schedules: SCHEDULED_JOBS,
+    runNow(name) {
+      const job = SCHEDULED_JOBS.find((j) => j.name === name);
+      if (!job) throw new Error(`unknown job ${name}`);
+      return runJob(pool, job);
+    },
+    stop(timeoutMs = 30_000) {
+      stopping ??= (async () => {
+        await boss.stop({ graceful: true, timeout: timeoutMs });
+        await pool.end();
+      })();
+      return stopping;
+    },
+  };
+}
