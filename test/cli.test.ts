@@ -1,0 +1,91 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cleanEnv, runCli, startCli } from './helpers/cli.ts';
+import { emptyDatabase, type TestDatabase } from './helpers/db.ts';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await emptyDatabase();
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+describe('tally CLI', () => {
+  it.each([
+    [['migrate', '--bogus']],
+    [['status', '--json=maybe']],
+    [['start', '--shutdown-timeout', 'soon']],
+    [['worker', '--shutdown-timeout', '0']],
+    [['nonsense']],
+  ])('a bad option (%j) is one line on stderr and exit code 2', async (args) => {
+    const result = await runCli(args, cleanEnv({ DATABASE_URL: db.url }));
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(/^error: /);
+  });
+
+  it('a malformed DATABASE_URL is a usage error too', async () => {
+    const result = await runCli(['status'], cleanEnv({ DATABASE_URL: 'mysql://nope' }));
+    expect(result.code).toBe(2);
+    expect(result.stderr.trim()).toBe('error: DATABASE_URL: must be a postgres:// or postgresql:// URL');
+  });
+
+  it('every command answers --help with exit code 0', async () => {
+    for (const command of ['migrate', 'sql', 'start', 'worker', 'status']) {
+      const result = await runCli([command, '--help'], cleanEnv());
+      expect(result.code, command).toBe(0);
+      expect(result.stdout).toContain(`Usage: tally ${command}`);
+    }
+    const top = await runCli(['--help'], cleanEnv());
+    expect(top.stdout).toMatch(/DATABASE_URL/);
+  });
+
+  it('an unreachable database fails with exit code 1 and a stable code', async () => {
+    const result = await runCli(['migrate'], cleanEnv({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none' }));
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^error \[database_unreachable\]: cannot connect/);
+  });
+
+  it('worker refuses an unmigrated database; migrate, status and start/stop work end to end', async () => {
+    const env = cleanEnv({ DATABASE_URL: db.url });
+    const refused = await runCli(['worker'], env);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/\[schema_outdated\].*tally migrate/);
+
+    const migrated = await runCli(['migrate'], env);
+    expect(migrated.code).toBe(0);
+    expect(migrated.stdout).toMatch(/^applied \d+ migration\(s\)/);
+
+    const service = await startCli(['start'], env, /tally: ready/);
+    expect(service.output()).toMatch(/schema version \d+ · worker running \(1 schedule\)/);
+
+    const status = await runCli(['status', '--json'], env);
+    expect(status.code).toBe(0);
+    const parsed = JSON.parse(status.stdout);
+    expect(parsed.pendingMigrations).toBe(0);
+    expect(parsed.workers.filter((w: { live: boolean }) => w.live)).toHaveLength(1);
+    expect(parsed.jobs[0]).toMatchObject({ name: 'tally-heartbeat', scheduled: true, cron: '* * * * *' });
+
+    service.child.kill('SIGTERM');
+    expect(await service.exited).toBe(0);
+    expect(service.output()).toMatch(/SIGTERM: stopping worker[\s\S]*stopped/);
+
+    const after = await runCli(['status', '--json'], env);
+    expect(JSON.parse(after.stdout).workers.filter((w: { live: boolean }) => w.live)).toHaveLength(0);
+  });
+
+  it('the heartbeat job runs through the worker and is recorded', async () => {
+    const { startWorker } = await import('../src/worker.ts');
+    const worker = await startWorker({ connectionString: db.url });
+    try {
+      const result = (await worker.runNow('tally-heartbeat')) as { schema_version: number };
+      expect(result.schema_version).toBeGreaterThan(0);
+    } finally {
+      await worker.stop();
+    }
+    const { rows } = await db.pool.query("select runs, failures, last_ok from tally.job_runs where job = 'tally-heartbeat'");
+    expect(rows[0]).toMatchObject({ failures: '0', last_ok: true });
+    expect(Number(rows[0].runs)).toBeGreaterThanOrEqual(1);
+  });
+});
