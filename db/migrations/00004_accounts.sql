@@ -158,6 +158,27 @@ CREATE POLICY account_members_service_read ON tally.account_members FOR SELECT T
 -- Management functions
 -- ---------------------------------------------------------------------------------------
 
+-- Validates account fields; NULL means "not given" and passes.
+CREATE FUNCTION tally._check_account_fields(p_name text, p_external_id text, p_timezone text) RETURNS void
+  LANGUAGE plpgsql
+  SET search_path = ''
+  AS $$
+BEGIN
+  IF p_name IS NOT NULL AND length(btrim(p_name)) NOT BETWEEN 1 AND 200 THEN
+    PERFORM tally._raise('invalid_parameter', '22023', 'name: must be 1 to 200 characters');
+  END IF;
+  IF p_external_id IS NOT NULL AND length(p_external_id) NOT BETWEEN 1 AND 200 THEN
+    PERFORM tally._raise('invalid_parameter', '22023', 'external_id: must be 1 to 200 characters');
+  END IF;
+  IF p_timezone IS NOT NULL AND NOT tally._is_valid_timezone(p_timezone) THEN
+    PERFORM tally._raise('invalid_timezone', '22023', format('timezone: %L is not an IANA time zone name', p_timezone));
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION tally._check_account_fields(text, text, text) IS
+  'Raises invalid_parameter / invalid_timezone (22023) for a bad account name, external_id or timezone; NULL arguments are not checked.';
+REVOKE ALL ON FUNCTION tally._check_account_fields(text, text, text) FROM PUBLIC;
+
 CREATE FUNCTION tally.create_account(
   p_name        text,
   p_external_id text DEFAULT NULL,
@@ -182,15 +203,13 @@ BEGIN
     END IF;
     v_owner := (select auth.uid());
   END IF;
-  IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 200 THEN
+  IF p_name IS NULL THEN
     PERFORM tally._raise('invalid_parameter', '22023', 'name: must be 1 to 200 characters');
   END IF;
-  IF p_external_id IS NOT NULL AND length(p_external_id) NOT BETWEEN 1 AND 200 THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'external_id: must be 1 to 200 characters');
+  IF p_timezone IS NULL THEN
+    PERFORM tally._raise('invalid_timezone', '22023', 'timezone: must be an IANA time zone name');
   END IF;
-  IF p_timezone IS NULL OR NOT tally._is_valid_timezone(p_timezone) THEN
-    PERFORM tally._raise('invalid_timezone', '22023', format('timezone: %L is not an IANA time zone name', p_timezone));
-  END IF;
+  PERFORM tally._check_account_fields(p_name, p_external_id, p_timezone);
   IF v_owner IS NOT NULL AND NOT EXISTS (SELECT 1 FROM auth.users WHERE id = v_owner) THEN
     PERFORM tally._raise('user_not_found', 'P0002', format('owner_id: user %s does not exist', v_owner));
   END IF;
@@ -227,15 +246,7 @@ DECLARE
   v_account tally.accounts;
 BEGIN
   PERFORM tally._require_account_role(p_account_id, 'admin');
-  IF p_name IS NOT NULL AND length(btrim(p_name)) NOT BETWEEN 1 AND 200 THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'name: must be 1 to 200 characters');
-  END IF;
-  IF p_external_id IS NOT NULL AND length(p_external_id) NOT BETWEEN 1 AND 200 THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'external_id: must be 1 to 200 characters');
-  END IF;
-  IF p_timezone IS NOT NULL AND NOT tally._is_valid_timezone(p_timezone) THEN
-    PERFORM tally._raise('invalid_timezone', '22023', format('timezone: %L is not an IANA time zone name', p_timezone));
-  END IF;
+  PERFORM tally._check_account_fields(p_name, p_external_id, p_timezone);
   BEGIN
     UPDATE tally.accounts SET
       name        = coalesce(btrim(p_name), name),
