@@ -43,24 +43,50 @@ export function createBoss(connectionString: string, role: 'worker' | 'observer'
   });
 }
 
-/** Runs a job's SQL and records the outcome in tally.job_runs. Throws if the job failed. */
-async function runJob(pool: pg.Pool, job: ScheduledJob): Promise<unknown> {
+/**
+ * Runs a job's SQL and records the outcome in tally.job_runs, on one connection so the
+ * record is written even while the pool is shutting down. `running` holds the backend
+ * pids of jobs in flight, so a stop past its timeout can cancel them. Throws if the job failed.
+ */
+async function runJob(pool: pg.Pool, job: ScheduledJob, running: Set<number>): Promise<unknown> {
+  const client = await pool.connect();
+  const pid = (client as unknown as { processID: number }).processID;
+  running.add(pid);
   const startedAt = new Date();
   let result: unknown = null;
   let failure: unknown;
   try {
-    const { rows } = await pool.query<{ result: unknown }>(job.sql);
-    result = rows[0]?.result ?? null;
-  } catch (err) {
-    failure = err;
+    try {
+      const { rows } = await client.query<{ result: unknown }>(job.sql);
+      result = rows[0]?.result ?? null;
+    } catch (err) {
+      failure = err;
+    }
+    running.delete(pid);
+    await client.query(
+      `select tally.record_job_run(p_job => $1::text, p_started_at => $2::timestamptz, p_finished_at => $3::timestamptz,
+         p_ok => $4::boolean, p_result => $5::jsonb, p_error => $6::text)`,
+      [job.name, startedAt, new Date(), failure === undefined, JSON.stringify(result), failure === undefined ? null : errorMessage(failure)],
+    );
+  } finally {
+    running.delete(pid);
+    client.release();
   }
-  await pool.query(
-    `select tally.record_job_run(p_job => $1::text, p_started_at => $2::timestamptz, p_finished_at => $3::timestamptz,
-       p_ok => $4::boolean, p_result => $5::jsonb, p_error => $6::text)`,
-    [job.name, startedAt, new Date(), failure === undefined, JSON.stringify(result), failure === undefined ? null : errorMessage(failure)],
-  );
   if (failure !== undefined) throw failure;
   return result;
+}
+
+/** Cancels the queries of jobs still running (they then record themselves as failed). */
+async function cancelRunning(connectionString: string, running: Set<number>): Promise<void> {
+  if (running.size === 0) return;
+  const client = new pg.Client({ connectionString, application_name: WORKER_NAME });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    await client.query('select pg_cancel_backend(pid) from unnest($1::int[]) as pid', [[...running]]);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 export async function startWorker(options: WorkerOptions): Promise<Worker> {
@@ -68,16 +94,19 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const pool = new pg.Pool({ connectionString: options.connectionString, max: 2, application_name: WORKER_NAME });
   pool.on('error', (err) => log(`worker pool: ${err.message}`));
   const boss = createBoss(options.connectionString, 'worker');
+  const running = new Set<number>();
   boss.on('error', (err: Error) => log(`pg-boss: ${err.message}`));
 
   try {
     await boss.start();
     for (const job of SCHEDULED_JOBS) {
+      // createQueue keeps an existing queue as it is; updateQueue applies changed settings.
       await boss.createQueue(job.name, { policy: 'stately', retryLimit: 0, expireInSeconds: job.expireInSeconds });
+      await boss.updateQueue(job.name, { retryLimit: 0, expireInSeconds: job.expireInSeconds });
       await boss.schedule(job.name, job.cron, null, { tz: 'UTC' });
       await boss.work(job.name, { pollingIntervalSeconds: 2 }, async () => {
         try {
-          return await runJob(pool, job);
+          return await runJob(pool, job, running);
         } catch (err) {
           log(`job ${job.name} failed: ${errorMessage(err)}`);
           throw err;
@@ -96,11 +125,18 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     runNow(name) {
       const job = SCHEDULED_JOBS.find((j) => j.name === name);
       if (!job) throw new Error(`unknown job ${name}`);
-      return runJob(pool, job);
+      return runJob(pool, job, running);
     },
     stop(timeoutMs = 30_000) {
       stopping ??= (async () => {
+        const deadline = Date.now() + timeoutMs;
         await boss.stop({ graceful: true, timeout: timeoutMs });
+        // Jobs still running past the deadline are cancelled, so stop() keeps its promise.
+        while (running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        if (running.size > 0) {
+          log(`cancelling ${running.size} job(s) still running after ${timeoutMs} ms`);
+          await cancelRunning(options.connectionString, running);
+        }
         await pool.end();
       })();
       return stopping;

@@ -88,4 +88,33 @@ describe('tally CLI', () => {
     expect(rows[0]).toMatchObject({ failures: '0', last_ok: true });
     expect(Number(rows[0].runs)).toBeGreaterThanOrEqual(1);
   });
+
+  it('stop() cancels a job still running past the shutdown timeout, and the run is recorded as failed', async () => {
+    const { startWorker } = await import('../src/worker.ts');
+    const worker = await startWorker({ connectionString: db.url });
+    const blocker = await db.pool.connect();
+    try {
+      await blocker.query('begin');
+      await blocker.query('lock table tally.migrations in access exclusive mode');
+      const run = worker.runNow('tally-heartbeat').then(
+        () => 'finished',
+        (err: { code?: string }) => err.code,
+      );
+      // Wait until the job is blocked on the lock.
+      for (let i = 0; i < 100; i++) {
+        const { rows } = await db.pool.query(
+          "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%heartbeat%'",
+        );
+        if (rows[0].n > 0) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await worker.stop(500);
+      expect(await run).toBe('57014'); // query_canceled
+    } finally {
+      await blocker.query('rollback');
+      blocker.release();
+    }
+    const { rows } = await db.pool.query("select last_ok, last_error from tally.job_runs where job = 'tally-heartbeat'");
+    expect(rows[0]).toMatchObject({ last_ok: false, last_error: expect.stringMatching(/cancel/) });
+  });
 });

@@ -104,4 +104,27 @@ describe('Supabase compatibility', () => {
       client.release();
     }
   });
+
+  it('revokes what Supabase-style default privileges grant to the API roles', async () => {
+    const db = await emptyDatabase();
+    dbs.push(db);
+    // Supabase grants every new function and table to its API roles by default.
+    await db.pool.query('alter default privileges grant all on functions to anon, authenticated, service_role');
+    await db.pool.query('alter default privileges grant all on tables to anon, authenticated, service_role');
+    await runMigrations(db.url);
+    const { rows } = await db.pool.query(`
+      select p.oid::regprocedure::text as fn, r.rolname from pg_proc p cross join pg_roles r
+      where p.pronamespace = 'tally'::regnamespace and r.rolname in ('anon', 'authenticated')
+        and has_function_privilege(r.oid, p.oid, 'EXECUTE')
+      order by 1, 2`);
+    // Only what the migrations grant on purpose remains.
+    expect(rows.filter((r) => r.rolname === 'anon')).toEqual([]);
+    expect(rows.map((r) => r.fn)).not.toContain('tally.verify_api_key(text)');
+    expect(rows.map((r) => r.fn)).not.toContain('tally.record_job_run(text,timestamp with time zone,timestamp with time zone,boolean,jsonb,text)');
+    const writable = await db.pool.query(`
+      select c.relname from pg_class c
+      where c.relnamespace = 'tally'::regnamespace and c.relkind in ('r', 'p')
+        and has_table_privilege('authenticated', c.oid, 'INSERT, UPDATE, DELETE')`);
+    expect(writable.rows).toEqual([]);
+  });
 });

@@ -57,7 +57,6 @@ BEGIN
         )::uuid
       $f$;
     COMMENT ON FUNCTION auth.uid() IS 'The sub claim of the request JWT (request.jwt.claims), as Supabase defines it.';
-    REVOKE ALL ON FUNCTION auth.uid() FROM PUBLIC;
     GRANT EXECUTE ON FUNCTION auth.uid() TO anon, authenticated, service_role;
   END IF;
 
@@ -71,7 +70,6 @@ BEGIN
         )::text
       $f$;
     COMMENT ON FUNCTION auth.role() IS 'The role claim of the request JWT (request.jwt.claims), as Supabase defines it.';
-    REVOKE ALL ON FUNCTION auth.role() FROM PUBLIC;
     GRANT EXECUTE ON FUNCTION auth.role() TO anon, authenticated, service_role;
   END IF;
 
@@ -85,7 +83,6 @@ BEGIN
         )::jsonb
       $f$;
     COMMENT ON FUNCTION auth.jwt() IS 'The claims of the request JWT (request.jwt.claims), as Supabase defines it.';
-    REVOKE ALL ON FUNCTION auth.jwt() FROM PUBLIC;
     GRANT EXECUTE ON FUNCTION auth.jwt() TO anon, authenticated, service_role;
   END IF;
 

@@ -9,16 +9,14 @@ COMMENT ON SCHEMA tally IS 'Tally: Postgres-native usage metering and usage anal
 REVOKE ALL ON SCHEMA tally FROM PUBLIC;
 GRANT USAGE ON SCHEMA tally TO anon, authenticated, service_role;
 
--- Supabase grants new objects to its API roles through default privileges. Revoke them
--- for this schema so a forgotten grant fails closed. (Per-schema default privileges can
--- only subtract what was added per schema; every function below also revokes PUBLIC
--- explicitly, and the security tests check the catalog.)
-ALTER DEFAULT PRIVILEGES IN SCHEMA tally REVOKE ALL ON TABLES FROM anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA tally REVOKE ALL ON SEQUENCES FROM anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA tally REVOKE ALL ON FUNCTIONS FROM anon, authenticated, service_role;
+-- Supabase's default privileges grant every new function and table to anon,
+-- authenticated and service_role. Per-schema default privileges cannot take back what was
+-- granted globally, so every object in tally revokes explicitly, right after its creation:
+--   REVOKE ALL ON ... FROM PUBLIC, anon, authenticated, service_role;
+-- and then grants exactly what it needs. The security tests check the catalog for misses.
 
 ALTER TABLE tally.migrations ENABLE ROW LEVEL SECURITY;
-REVOKE ALL ON TABLE tally.migrations FROM PUBLIC;
+REVOKE ALL ON TABLE tally.migrations FROM PUBLIC, anon, authenticated, service_role;
 COMMENT ON TABLE tally.migrations IS 'Applied Tally migrations (postgres-migrations bookkeeping): id, name, sha1 of file name and contents, time applied. The highest id is the schema version.';
 
 CREATE FUNCTION tally.schema_version() RETURNS integer
@@ -27,5 +25,5 @@ CREATE FUNCTION tally.schema_version() RETURNS integer
   SET search_path = ''
   AS $$ select max(id) from tally.migrations $$;
 COMMENT ON FUNCTION tally.schema_version() IS 'The installed schema version: the id of the newest applied migration. SECURITY DEFINER so callers need no access to the bookkeeping table.';
-REVOKE ALL ON FUNCTION tally.schema_version() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally.schema_version() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.schema_version() TO service_role;

@@ -16,7 +16,7 @@ CREATE TABLE tally.job_runs (
 COMMENT ON TABLE tally.job_runs IS 'One row per scheduled job: run and failure counts and the outcome of its latest run. Written by tally.record_job_run().';
 
 ALTER TABLE tally.job_runs ENABLE ROW LEVEL SECURITY;
-REVOKE ALL ON TABLE tally.job_runs FROM PUBLIC;
+REVOKE ALL ON TABLE tally.job_runs FROM PUBLIC, anon, authenticated, service_role;
 CREATE POLICY job_runs_service_role ON tally.job_runs TO service_role USING (true) WITH CHECK (true);
 GRANT SELECT ON TABLE tally.job_runs TO service_role;
 
@@ -56,7 +56,7 @@ END
 $$;
 COMMENT ON FUNCTION tally.record_job_run(text, timestamptz, timestamptz, boolean, jsonb, text) IS
   'Records one finished run of a scheduled job (ok or failed, with its result or error, kept to 2000 characters). Raises 22023 (invalid_parameter) for a bad job name or times.';
-REVOKE ALL ON FUNCTION tally.record_job_run(text, timestamptz, timestamptz, boolean, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally.record_job_run(text, timestamptz, timestamptz, boolean, jsonb, text) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.record_job_run(text, timestamptz, timestamptz, boolean, jsonb, text) TO service_role;
 
 CREATE FUNCTION tally.heartbeat() RETURNS jsonb
@@ -71,5 +71,5 @@ CREATE FUNCTION tally.heartbeat() RETURNS jsonb
   $$;
 COMMENT ON FUNCTION tally.heartbeat() IS
   'The job the worker schedules every minute: proves the scheduler, the worker and the database are all alive. Returns the time, the schema version and the server version.';
-REVOKE ALL ON FUNCTION tally.heartbeat() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally.heartbeat() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.heartbeat() TO service_role;

@@ -22,7 +22,7 @@ END
 $$;
 COMMENT ON FUNCTION tally._raise(text, text, text) IS
   'Raises the Tally error p_code (carried in HINT) with SQLSTATE p_sqlstate and a message naming the field.';
-REVOKE ALL ON FUNCTION tally._raise(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally._raise(text, text, text) FROM PUBLIC, anon, authenticated, service_role;
 
 -- The effective caller of a SECURITY DEFINER function: the role set with SET ROLE
 -- (PostgREST does SET LOCAL ROLE per request), else the login role. A caller that is a
@@ -38,21 +38,21 @@ CREATE FUNCTION tally._caller_is_service() RETURNS boolean
   $$;
 COMMENT ON FUNCTION tally._caller_is_service() IS
   'True when the effective caller (SET ROLE, else the login role) is service_role, a member of it, or a superuser.';
-REVOKE ALL ON FUNCTION tally._caller_is_service() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally._caller_is_service() FROM PUBLIC, anon, authenticated, service_role;
 
 CREATE FUNCTION tally._role_rank(p_role text) RETURNS integer
   LANGUAGE sql IMMUTABLE
   SET search_path = ''
   AS $$ select case p_role when 'owner' then 4 when 'admin' then 3 when 'member' then 2 when 'viewer' then 1 else 0 end $$;
 COMMENT ON FUNCTION tally._role_rank(text) IS 'Orders member roles: owner 4, admin 3, member 2, viewer 1, anything else 0.';
-REVOKE ALL ON FUNCTION tally._role_rank(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally._role_rank(text) FROM PUBLIC, anon, authenticated, service_role;
 
 CREATE FUNCTION tally._is_valid_timezone(p_timezone text) RETURNS boolean
   LANGUAGE sql STABLE
   SET search_path = ''
   AS $$ select exists (select 1 from pg_catalog.pg_timezone_names where name = p_timezone) $$;
 COMMENT ON FUNCTION tally._is_valid_timezone(text) IS 'True for an IANA time zone name known to this server (e.g. Europe/Paris, UTC).';
-REVOKE ALL ON FUNCTION tally._is_valid_timezone(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally._is_valid_timezone(text) FROM PUBLIC, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------
 -- Tables
@@ -96,7 +96,7 @@ CREATE FUNCTION tally._my_account_ids() RETURNS uuid[]
   $$;
 COMMENT ON FUNCTION tally._my_account_ids() IS
   'The accounts the current Supabase user (auth.uid()) is a member of. Policies call it as (select tally._my_account_ids()) so it runs once per statement.';
-REVOKE ALL ON FUNCTION tally._my_account_ids() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally._my_account_ids() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally._my_account_ids() TO authenticated, service_role;
 
 CREATE FUNCTION tally.has_role_on_account(p_account_id uuid, p_role text DEFAULT 'viewer') RETURNS boolean
@@ -113,7 +113,7 @@ CREATE FUNCTION tally.has_role_on_account(p_account_id uuid, p_role text DEFAULT
   $$;
 COMMENT ON FUNCTION tally.has_role_on_account(uuid, text) IS
   'True when the current Supabase user is a member of the account with at least role p_role (owner > admin > member > viewer; default viewer, i.e. any member).';
-REVOKE ALL ON FUNCTION tally.has_role_on_account(uuid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally.has_role_on_account(uuid, text) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.has_role_on_account(uuid, text) TO authenticated, service_role;
 
 -- Raises forbidden unless the caller is a service or has at least p_role on the account.
@@ -135,7 +135,7 @@ END
 $$;
 COMMENT ON FUNCTION tally._require_account_role(uuid, text) IS
   'Guard used by the management functions: account must exist (account_not_found, P0002) and the caller must be a service or hold at least p_role (forbidden, 42501).';
-REVOKE ALL ON FUNCTION tally._require_account_role(uuid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally._require_account_role(uuid, text) FROM PUBLIC, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------
 -- Policies: members read their accounts; services read everything. No API role writes.
@@ -143,7 +143,7 @@ REVOKE ALL ON FUNCTION tally._require_account_role(uuid, text) FROM PUBLIC;
 
 ALTER TABLE tally.accounts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tally.account_members ENABLE ROW LEVEL SECURITY;
-REVOKE ALL ON TABLE tally.accounts, tally.account_members FROM PUBLIC;
+REVOKE ALL ON TABLE tally.accounts, tally.account_members FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON TABLE tally.accounts, tally.account_members TO authenticated, service_role;
 
 CREATE POLICY accounts_member_read ON tally.accounts FOR SELECT TO authenticated
@@ -177,7 +177,7 @@ END
 $$;
 COMMENT ON FUNCTION tally._check_account_fields(text, text, text) IS
   'Raises invalid_parameter / invalid_timezone (22023) for a bad account name, external_id or timezone; NULL arguments are not checked.';
-REVOKE ALL ON FUNCTION tally._check_account_fields(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally._check_account_fields(text, text, text) FROM PUBLIC, anon, authenticated, service_role;
 
 CREATE FUNCTION tally.create_account(
   p_name        text,
@@ -229,7 +229,7 @@ END
 $$;
 COMMENT ON FUNCTION tally.create_account(text, text, text, uuid) IS
   'Creates an account and makes its owner a member with role owner. A signed-in user always owns what they create; a service caller may name any owner or none. Errors: invalid_parameter / invalid_timezone (22023), duplicate_external_id (23505), user_not_found (P0002), forbidden (42501).';
-REVOKE ALL ON FUNCTION tally.create_account(text, text, text, uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally.create_account(text, text, text, uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.create_account(text, text, text, uuid) TO authenticated, service_role;
 
 CREATE FUNCTION tally.update_account(
@@ -263,7 +263,7 @@ END
 $$;
 COMMENT ON FUNCTION tally.update_account(uuid, text, text, text) IS
   'Changes an account''s name, external_id or timezone (NULL keeps the current value). Needs role admin or a service caller. Errors as tally.create_account, plus account_not_found (P0002).';
-REVOKE ALL ON FUNCTION tally.update_account(uuid, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally.update_account(uuid, text, text, text) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.update_account(uuid, text, text, text) TO authenticated, service_role;
 
 CREATE FUNCTION tally.set_account_member(p_account_id uuid, p_user_id uuid, p_role text) RETURNS tally.account_members
@@ -306,7 +306,7 @@ END
 $$;
 COMMENT ON FUNCTION tally.set_account_member(uuid, uuid, text) IS
   'Adds a user to an account or changes their role. Needs role admin (owner to grant or change the owner role) or a service caller. The last owner cannot be demoted (last_owner, 22023). Errors: invalid_parameter (22023), user_not_found / account_not_found (P0002), forbidden (42501).';
-REVOKE ALL ON FUNCTION tally.set_account_member(uuid, uuid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally.set_account_member(uuid, uuid, text) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.set_account_member(uuid, uuid, text) TO authenticated, service_role;
 
 CREATE FUNCTION tally.remove_account_member(p_account_id uuid, p_user_id uuid) RETURNS boolean
@@ -344,5 +344,5 @@ END
 $$;
 COMMENT ON FUNCTION tally.remove_account_member(uuid, uuid) IS
   'Removes a user from an account; returns false when they were not a member. A member may remove themselves; removing others needs admin (owner to remove an owner) or a service caller. The last owner cannot be removed (last_owner, 22023).';
-REVOKE ALL ON FUNCTION tally.remove_account_member(uuid, uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally.remove_account_member(uuid, uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.remove_account_member(uuid, uuid) TO authenticated, service_role;

@@ -28,7 +28,7 @@ COMMENT ON COLUMN tally.api_keys.prefix IS 'The first 12 characters of the secre
 COMMENT ON COLUMN tally.api_keys.secret_hash IS 'sha256 of the secret''s UTF-8 bytes. Not granted to any API role.';
 
 ALTER TABLE tally.api_keys ENABLE ROW LEVEL SECURITY;
-REVOKE ALL ON TABLE tally.api_keys FROM PUBLIC;
+REVOKE ALL ON TABLE tally.api_keys FROM PUBLIC, anon, authenticated, service_role;
 -- Column privileges: everything but secret_hash.
 GRANT SELECT (account_id, id, name, prefix, created_by, created_at, expires_at, revoked_at)
   ON TABLE tally.api_keys TO authenticated, service_role;
@@ -72,7 +72,7 @@ END
 $$;
 COMMENT ON FUNCTION tally.create_api_key(uuid, text, timestamptz) IS
   'Creates an API key and returns its secret: the only time the secret exists outside the caller. Needs role admin on the account or a service caller. Errors: invalid_parameter (22023), account_not_found (P0002), forbidden (42501).';
-REVOKE ALL ON FUNCTION tally.create_api_key(uuid, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally.create_api_key(uuid, text, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.create_api_key(uuid, text, timestamptz) TO authenticated, service_role;
 
 CREATE FUNCTION tally.revoke_api_key(p_id uuid) RETURNS timestamptz
@@ -97,7 +97,7 @@ END
 $$;
 COMMENT ON FUNCTION tally.revoke_api_key(uuid) IS
   'Revokes an API key (idempotent: revoking twice keeps the first time) and returns when it was revoked. Needs role admin on its account or a service caller. Errors: unknown_api_key (P0002), forbidden (42501).';
-REVOKE ALL ON FUNCTION tally.revoke_api_key(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally.revoke_api_key(uuid) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.revoke_api_key(uuid) TO authenticated, service_role;
 
 CREATE FUNCTION tally.verify_api_key(p_secret text)
@@ -124,5 +124,5 @@ END
 $$;
 COMMENT ON FUNCTION tally.verify_api_key(text) IS
   'Authenticates a presented secret by its SHA-256 and returns the key and its account. Errors (SQLSTATE 28000): unknown_api_key, revoked_api_key, expired_api_key. Service callers only.';
-REVOKE ALL ON FUNCTION tally.verify_api_key(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally.verify_api_key(text) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.verify_api_key(text) TO service_role;
