@@ -29,7 +29,11 @@ function parseOptions<T extends z.ZodType>(schema: T, raw: unknown): z.infer<T> 
 }
 
 const seconds = (name: string, max: number) =>
-  z.coerce.number({ error: `${name} must be a number of seconds` }).int(`${name} must be a whole number of seconds`).min(1).max(max);
+  z
+    .string()
+    .regex(/^\d+$/, `${name} must be a whole number of seconds`)
+    .transform(Number)
+    .pipe(z.number().min(1, `${name} must be at least 1 second`).max(max, `${name} must be at most ${max} seconds`));
 
 const migrateOptions = z.strictObject({ verbose: z.boolean().optional() });
 const sqlOptions = z.strictObject({

@@ -32,7 +32,7 @@ export interface EmbeddedServer {
   connectionString: string;
   dataDir: string;
   port: number;
-  /** True when this call started the server (and stop() will stop it). */
+  /** True when this process owns the server (started or adopted it) and stop() stops it. */
   started: boolean;
   stop(): Promise<void>;
 }
@@ -46,7 +46,12 @@ const STATE_FILE = 'tally-embedded.json';
 const LOG_FILE = 'server.log';
 const SUPERUSER = 'postgres';
 
-const stateSchema = z.object({ port: z.number().int(), password: z.string().min(16) });
+const stateSchema = z.object({
+  port: z.number().int(),
+  password: z.string().min(16),
+  /** The process that started the running server and will stop it. */
+  ownerPid: z.number().int().optional(),
+});
 type State = z.infer<typeof stateSchema>;
 
 async function loadBinaries(): Promise<Binaries> {
@@ -126,6 +131,15 @@ function freePort(): Promise<number> {
       server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
     });
   });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function readState(dataDir: string): State | undefined {
@@ -232,11 +246,17 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     );
   }
 
-  // Already running on this data directory: reuse it.
+  // Already running on this data directory: reuse it. If the process that started it is
+  // gone (killed, or exited without stopping it), adopt it: we stop it when we are done.
   const live = runningPort(dataDir);
   if (live !== undefined && (await canConnect(urlFor(live, state.password)))) {
-    log(`reusing embedded PostgreSQL already running on port ${live}`);
-    return { connectionString: urlFor(live, state.password), dataDir, port: live, started: false, stop: async () => undefined };
+    const ownerAlive = state.ownerPid !== undefined && isAlive(state.ownerPid);
+    log(`reusing embedded PostgreSQL already running on port ${live}${ownerAlive ? '' : ' (adopted: its starter is gone)'}`);
+    if (ownerAlive) {
+      return { connectionString: urlFor(live, state.password), dataDir, port: live, started: false, stop: async () => undefined };
+    }
+    writeState(dataDir, { ...state, port: live, ownerPid: process.pid });
+    return serverHandle(bins, ids, dataDir, live, state.password, log);
   }
 
   const wanted = [options.port, state.port].filter((p): p is number => typeof p === 'number' && p > 0);
@@ -260,9 +280,22 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     throw new TallyError('embedded_failed', `embedded PostgreSQL did not start: ${(err as Error).message}\n${logTail(dataDir)}`, { cause: err });
   }
 
+  writeState(dataDir, { ...state, ownerPid: process.pid });
+  return serverHandle(bins, ids, dataDir, port, state.password, log);
+}
+
+/** A server this process owns: stop() stops it and clears the ownership. */
+function serverHandle(
+  bins: Binaries,
+  ids: { uid: number; gid: number } | undefined,
+  dataDir: string,
+  port: number,
+  password: string,
+  log: (line: string) => void,
+): EmbeddedServer {
   let stopped = false;
   return {
-    connectionString: urlFor(port, state.password),
+    connectionString: urlFor(port, password),
     dataDir,
     port,
     started: true,
@@ -271,6 +304,8 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
       stopped = true;
       log('stopping embedded PostgreSQL');
       await run(bins.pg_ctl, ['stop', '--pgdata', dataDir, '--wait', '--timeout', '120', '--mode', 'fast'], ids);
+      const current = readState(dataDir);
+      if (current) writeState(dataDir, { port: current.port, password: current.password });
     },
   };
 }

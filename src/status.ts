@@ -28,6 +28,8 @@ export interface WorkerInstance {
 }
 
 export interface Status {
+  /** Why the worker state could not be read (e.g. pg-boss's schema needs an upgrade). */
+  workerError?: string | undefined;
   schemaVersion: number | undefined;
   latestVersion: number;
   pendingMigrations: number;
@@ -72,16 +74,21 @@ export async function readStatus(connectionString: string): Promise<Status> {
   const pendingMigrations = files.filter((f) => f.id > (schemaVersion ?? -1)).length;
 
   let workers: WorkerInstance[] = [];
+  let workerError: string | undefined;
   const schedules = new Map<string, string>();
   if (bossInstalled) {
     const boss = createBoss(connectionString, 'observer');
     boss.on('error', () => undefined);
     try {
+      // The observer never migrates pg-boss's schema; after a pg-boss upgrade the next
+      // `tally start` or `tally worker` does, and until then status says so.
       await boss.start();
       for (const s of await boss.getSchedules()) schedules.set(s.name, s.cron);
       workers = (await boss.getInstances())
         .filter((i) => i.name === WORKER_NAME && i.stoppedOn === null)
         .map((i) => ({ host: i.host, pid: i.pid, startedOn: i.startedOn, heartbeatOn: i.heartbeatOn, live: i.live }));
+    } catch (err) {
+      workerError = errorMessage(err);
     } finally {
       await boss.stop({ graceful: false, close: true }).catch(() => undefined);
     }
@@ -100,7 +107,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
       lastError: run?.last_error ?? undefined,
     };
   });
-  return { schemaVersion, latestVersion, pendingMigrations, workers, jobs };
+  return { workerError, schemaVersion, latestVersion, pendingMigrations, workers, jobs };
 }
 
 function ago(date: Date, now = Date.now()): string {
@@ -120,7 +127,9 @@ export function formatStatus(status: Status, database: string): string {
   );
   const live = status.workers.filter((w) => w.live);
   lines.push(
-    live.length > 0
+    status.workerError
+      ? `worker:    unknown (${status.workerError}; \`tally start\` or \`tally worker\` upgrades pg-boss)`
+      : live.length > 0
       ? `worker:    ${live.length} running (${live.map((w) => `${w.host} pid ${w.pid}, up since ${w.startedOn.toISOString()}`).join('; ')})`
       : 'worker:    none running (start one with `tally worker` or `tally start`)',
   );

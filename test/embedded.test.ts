@@ -51,6 +51,22 @@ describe('embedded PostgreSQL', () => {
     }
   });
 
+  it('adopts a server whose starter is gone, and then stops it', async () => {
+    const dataDir = path.join(root, 'orphan');
+    const first = await startEmbedded({ dataDir });
+    // Make the starter look dead, as after a SIGKILL: a pid that has exited.
+    const { spawnSync } = await import('node:child_process');
+    const deadPid = spawnSync('true').pid!;
+    const stateFile = path.join(dataDir, 'tally-embedded.json');
+    fs.writeFileSync(stateFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(stateFile, 'utf8')), ownerPid: deadPid }));
+
+    const adopter = await startEmbedded({ dataDir });
+    expect(adopter.started).toBe(true);
+    expect(adopter.port).toBe(first.port);
+    await adopter.stop();
+    expect(fs.existsSync(path.join(dataDir, 'postmaster.pid'))).toBe(false);
+  });
+
   it('refuses a data directory holding a cluster Tally did not create', async () => {
     const dataDir = path.join(root, 'foreign');
     fs.mkdirSync(dataDir, { recursive: true });
