@@ -62,14 +62,13 @@ async function runJob(pool: pg.Pool, job: ScheduledJob, running: Set<number>): P
     } catch (err) {
       failure = err;
     }
-    running.delete(pid);
+    running.delete(pid); // done running: a stop past its deadline must not cancel the record below
     await client.query(
       `select tally.record_job_run(p_job => $1::text, p_started_at => $2::timestamptz, p_finished_at => $3::timestamptz,
          p_ok => $4::boolean, p_result => $5::jsonb, p_error => $6::text)`,
       [job.name, startedAt, new Date(), failure === undefined, JSON.stringify(result), failure === undefined ? null : errorMessage(failure)],
     );
   } finally {
-    running.delete(pid);
     client.release();
   }
   if (failure !== undefined) throw failure;
