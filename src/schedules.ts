@@ -23,4 +23,18 @@ export const SCHEDULED_JOBS: readonly ScheduledJob[] = [
     expireInSeconds: 60,
     description: 'proves the scheduler, the worker and the database are alive (tally status shows its last run)',
   },
+  {
+    name: 'tally-ensure-partitions',
+    cron: '17 3 * * *',
+    sql: 'select tally.ensure_partitions() as result',
+    expireInSeconds: 600,
+    description: 'creates the coming months\' events partitions and moves rows out of the default partition',
+  },
+  {
+    name: 'tally-purge-idempotency-keys',
+    cron: '37 3 * * *',
+    sql: 'select tally.purge_idempotency_keys() as result',
+    expireInSeconds: 1800,
+    description: 'forgets idempotency keys older than the setting ingest.idempotency_retention (default 7 days)',
+  },
 ];

@@ -27,6 +27,15 @@ export interface WorkerInstance {
   live: boolean;
 }
 
+export interface LedgerStatus {
+  /** Rows waiting in tally.events_default (outside every monthly partition). */
+  defaultPartitionRows: number;
+  /** The last month with a partition, as YYYY-MM (UTC). */
+  partitionedThrough: string | undefined;
+  /** Items refused by ingestion in the last 24 hours (tally.rejected_events). */
+  rejectedLastDay: number;
+}
+
 export interface Status {
   /** Why the worker state could not be read (e.g. pg-boss's schema needs an upgrade). */
   workerError?: string | undefined;
@@ -35,6 +44,8 @@ export interface Status {
   pendingMigrations: number;
   workers: WorkerInstance[];
   jobs: JobStatus[];
+  /** The events ledger, once migration 7 is installed. */
+  ledger?: LedgerStatus | undefined;
 }
 
 interface JobRunRow {
@@ -57,12 +68,14 @@ export async function readStatus(connectionString: string): Promise<Status> {
   let schemaVersion: number | undefined;
   let runs = new Map<string, JobRunRow>();
   let bossInstalled = false;
+  let ledger: LedgerStatus | undefined;
   try {
     schemaVersion = await readSchemaVersion(client);
     if (schemaVersion !== undefined && schemaVersion >= 3) {
       const { rows } = await client.query<JobRunRow>('select job, runs, failures, last_finished_at, last_ok, last_error from tally.job_runs');
       runs = new Map(rows.map((r) => [r.job, r]));
     }
+    if (schemaVersion !== undefined && schemaVersion >= 7) ledger = await readLedgerStatus(client);
     const { rows } = await client.query<{ installed: boolean }>('select to_regclass($1) is not null as installed', [`${BOSS_SCHEMA}.version`]);
     bossInstalled = rows[0]?.installed ?? false;
   } finally {
@@ -107,7 +120,22 @@ export async function readStatus(connectionString: string): Promise<Status> {
       lastError: run?.last_error ?? undefined,
     };
   });
-  return { workerError, schemaVersion, latestVersion, pendingMigrations, workers, jobs };
+  return { workerError, schemaVersion, latestVersion, pendingMigrations, workers, jobs, ledger };
+}
+
+async function readLedgerStatus(client: pg.Client): Promise<LedgerStatus> {
+  const { rows } = await client.query<{ default_rows: string; through: string | null; rejected: string }>(`
+    select (select count(*) from tally.events_default) as default_rows,
+           (select max(substring(c.relname from 'events_p([0-9]{4}_[0-9]{2})'))
+              from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
+             where i.inhparent = 'tally.events'::regclass) as through,
+           (select count(*) from tally.rejected_events where received_at > now() - interval '1 day') as rejected`);
+  const row = rows[0];
+  return {
+    defaultPartitionRows: Number(row?.default_rows ?? 0),
+    partitionedThrough: row?.through?.replace('_', '-') ?? undefined,
+    rejectedLastDay: Number(row?.rejected ?? 0),
+  };
 }
 
 function ago(date: Date, now = Date.now()): string {
@@ -133,6 +161,16 @@ export function formatStatus(status: Status, database: string): string {
       ? `worker:    ${live.length} running (${live.map((w) => `${w.host} pid ${w.pid}, up since ${w.startedOn.toISOString()}`).join('; ')})`
       : 'worker:    none running (start one with `tally worker` or `tally start`)',
   );
+  if (status.ledger) {
+    const { defaultPartitionRows, partitionedThrough, rejectedLastDay } = status.ledger;
+    lines.push(
+      `ledger:    partitions through ${partitionedThrough ?? 'none'}; ` +
+        (defaultPartitionRows > 0
+          ? `${defaultPartitionRows} events in the default partition (run \`select tally.ensure_partitions()\`)`
+          : 'default partition empty') +
+        `; ${rejectedLastDay} rejected in the last 24 h (tally.rejected_events)`,
+    );
+  }
   lines.push('schedules:');
   for (const job of status.jobs) {
     const last = job.lastFinishedAt

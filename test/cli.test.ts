@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanEnv, runCli, startCli } from './helpers/cli.ts';
 import { emptyDatabase, type TestDatabase } from './helpers/db.ts';
+import { SCHEDULED_JOBS } from '../src/schedules.ts';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -58,7 +59,7 @@ describe('tally CLI', () => {
     expect(migrated.stdout).toMatch(/^applied \d+ migration\(s\)/);
 
     const service = await startCli(['start'], env, /tally: ready/);
-    expect(service.output()).toMatch(/schema version \d+ · worker running \(1 schedule\)/);
+    expect(service.output()).toMatch(new RegExp(`schema version \\d+ · worker running \\(${SCHEDULED_JOBS.length} schedules\\)`));
 
     const status = await runCli(['status', '--json'], env);
     expect(status.code).toBe(0);
@@ -66,6 +67,11 @@ describe('tally CLI', () => {
     expect(parsed.pendingMigrations).toBe(0);
     expect(parsed.workers.filter((w: { live: boolean }) => w.live)).toHaveLength(1);
     expect(parsed.jobs[0]).toMatchObject({ name: 'tally-heartbeat', scheduled: true, cron: '* * * * *' });
+    expect(parsed.jobs.map((j: { name: string; scheduled: boolean }) => [j.name, j.scheduled])).toEqual(SCHEDULED_JOBS.map((j) => [j.name, true]));
+    expect(parsed.ledger).toMatchObject({ defaultPartitionRows: 0, rejectedLastDay: 0 });
+    expect(parsed.ledger.partitionedThrough).toMatch(/^\d{4}-\d{2}$/);
+    const text = await runCli(['status'], env);
+    expect(text.stdout).toMatch(/ledger: +partitions through \d{4}-\d{2}; default partition empty; 0 rejected/);
 
     service.child.kill('SIGTERM');
     expect(await service.exited).toBe(0);
@@ -81,6 +87,9 @@ describe('tally CLI', () => {
     try {
       const result = (await worker.runNow('tally-heartbeat')) as { schema_version: number };
       expect(result.schema_version).toBeGreaterThan(0);
+      // the daily ledger jobs run through the same path and return their reports
+      expect(await worker.runNow('tally-ensure-partitions')).toMatchObject({ created: [], default_rows: 0 });
+      expect(await worker.runNow('tally-purge-idempotency-keys')).toMatchObject({ deleted: 0 });
     } finally {
       await worker.stop();
     }
