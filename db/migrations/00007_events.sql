@@ -121,9 +121,13 @@ CREATE POLICY rejected_events_service_read ON tally.rejected_events FOR SELECT T
 -- the range, and it takes an ACCESS EXCLUSIVE lock on tally.events; ATTACH PARTITION needs
 -- only SHARE UPDATE EXCLUSIVE on the parent, so ingestion into other months never waits.
 -- Locks are taken parent first, then the default partition, the order inserters use.
-CREATE FUNCTION tally._create_events_partition(p_month timestamptz) RETURNS text
+-- TimeZone is pinned to UTC: month arithmetic on timestamptz follows the session's zone,
+-- and under a zone with daylight saving time the bounds would drift by an hour, leaving
+-- gaps between partitions or making them overlap.
+CREATE FUNCTION tally._create_events_partition(p_month timestamptz) RETURNS bigint
   LANGUAGE plpgsql
   SET search_path = ''
+  SET TimeZone = 'UTC'
   AS $$
 DECLARE
   v_from  timestamptz := date_trunc('month', p_month, 'UTC');
@@ -148,11 +152,11 @@ BEGIN
   EXECUTE format('COMMENT ON TABLE tally.%I IS %L', v_name,
     format('Events that occurred in %s (UTC). A partition of tally.events, created by tally.ensure_partitions(); read it through tally.events.',
            to_char(p_month AT TIME ZONE 'UTC', 'YYYY-MM')));
-  RETURN v_name || CASE WHEN v_moved > 0 THEN format(' (%s rows moved from events_default)', v_moved) ELSE '' END;
+  RETURN v_moved;
 END
 $$;
 COMMENT ON FUNCTION tally._create_events_partition(timestamptz) IS
-  'Creates the events partition of the UTC month containing p_month (moving matching rows out of events_default first); NULL if it exists.';
+  'Creates the events partition of the UTC month containing p_month, moving matching rows out of events_default first; returns how many rows moved, or NULL if it existed.';
 REVOKE ALL ON FUNCTION tally._create_events_partition(timestamptz) FROM PUBLIC, anon, authenticated, service_role;
 
 CREATE FUNCTION tally.ensure_partitions(p_months_ahead integer DEFAULT NULL) RETURNS jsonb
@@ -160,11 +164,13 @@ CREATE FUNCTION tally.ensure_partitions(p_months_ahead integer DEFAULT NULL) RET
   SECURITY DEFINER
   SET search_path = ''
   SET lock_timeout = '10s'
+  SET TimeZone = 'UTC'
   AS $$
 DECLARE
   v_ahead   integer := coalesce(p_months_ahead, tally._setting_int('partitions.months_ahead'));
   v_month   timestamptz;
-  v_made    text;
+  v_moved   bigint;
+  v_total   bigint := 0;
   v_created text[] := '{}';
 BEGIN
   IF v_ahead IS NULL OR v_ahead < 0 OR v_ahead > 120 THEN
@@ -183,18 +189,20 @@ BEGIN
     SELECT DISTINCT date_trunc('month', d.occurred_at, 'UTC') FROM tally.events_default d
     ORDER BY 1
   LOOP
-    v_made := tally._create_events_partition(v_month);
-    IF v_made IS NOT NULL THEN
-      v_created := v_created || v_made;
+    v_moved := tally._create_events_partition(v_month);
+    IF v_moved IS NOT NULL THEN
+      v_created := v_created || ('events_p' || to_char(v_month, 'YYYY_MM'));
+      v_total := v_total + v_moved;
     END IF;
   END LOOP;
   RETURN jsonb_build_object(
     'created', to_jsonb(v_created),
+    'moved_rows', v_total,
     'default_rows', (SELECT count(*) FROM tally.events_default));
 END
 $$;
 COMMENT ON FUNCTION tally.ensure_partitions(integer) IS
-  'Creates the monthly events partitions for this month and the next p_months_ahead (default: setting partitions.months_ahead), plus one for every month with rows in events_default, moving those rows. Idempotent; run daily by the worker. Returns {created: [names], default_rows}. Service callers only.';
+  'Creates the monthly events partitions for this month and the next p_months_ahead (default: setting partitions.months_ahead), plus one for every month with rows in events_default, moving those rows. Idempotent; run daily by the worker. Returns {created: [partition names], moved_rows, default_rows}. Service callers only.';
 REVOKE ALL ON FUNCTION tally.ensure_partitions(integer) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.ensure_partitions(integer) TO service_role;
 

@@ -108,9 +108,11 @@ BEGIN
       AND NOT (e.cost_given AND e.potential_cost_given)
   ),
   new_cost AS (
-    -- the rules of ingestion: a cached call costs 0 unless given, otherwise the price
+    -- the rules of ingestion: a cached call costs 0 unless given, otherwise the price; a
+    -- price that does not fit cost_usd (10^12 USD or more) leaves the event as it is
     SELECT pr.*, CASE WHEN pr.cost_given THEN pr.cost_usd WHEN pr.cached THEN 0 ELSE pr.price END AS cost
     FROM priced pr
+    WHERE pr.price < 1e12
   ),
   recomputed AS (
     -- potential: what a cached call would have cost (the price); an uncached call's cost

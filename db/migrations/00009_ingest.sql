@@ -187,13 +187,13 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
       WHEN i.t_cached NOT IN ('boolean', 'null') THEN format('invalid_type|cached: must be a boolean (got %s)', i.t_cached)
       -- money and quantities: non-negative decimals below 10^12
       WHEN i.t_cost_usd IS NOT NULL AND i.t_cost_usd <> 'null' AND i.n_cost_usd IS NULL THEN format('invalid_type|cost_usd: must be a decimal number or string (got %s)', i.t_cost_usd)
-      WHEN i.n_cost_usd < 0 OR i.n_cost_usd >= 1e12 THEN 'out_of_range|cost_usd: must be from 0 to 999999999999'
+      WHEN i.n_cost_usd < 0 OR round(i.n_cost_usd, 12) >= 1e12 THEN 'out_of_range|cost_usd: must be from 0 to 999999999999'
       WHEN i.t_potential_cost_usd IS NOT NULL AND i.t_potential_cost_usd <> 'null' AND i.n_potential_cost_usd IS NULL THEN format('invalid_type|potential_cost_usd: must be a decimal number or string (got %s)', i.t_potential_cost_usd)
-      WHEN i.n_potential_cost_usd < 0 OR i.n_potential_cost_usd >= 1e12 THEN 'out_of_range|potential_cost_usd: must be from 0 to 999999999999'
+      WHEN i.n_potential_cost_usd < 0 OR round(i.n_potential_cost_usd, 12) >= 1e12 THEN 'out_of_range|potential_cost_usd: must be from 0 to 999999999999'
       WHEN i.t_latency_ms IS NOT NULL AND i.t_latency_ms <> 'null' AND i.n_latency_ms IS NULL THEN format('invalid_type|latency_ms: must be a non-negative number (got %s)', i.t_latency_ms)
       WHEN i.n_latency_ms < 0 OR i.n_latency_ms > 2147483647 THEN 'out_of_range|latency_ms: must be from 0 to 2147483647'
       WHEN i.t_quantity IS NOT NULL AND i.t_quantity <> 'null' AND i.n_quantity IS NULL THEN format('invalid_type|quantity: must be a decimal number or string (got %s)', i.t_quantity)
-      WHEN i.n_quantity < 0 OR i.n_quantity >= 1e12 THEN 'out_of_range|quantity: must be from 0 to 999999999999'
+      WHEN i.n_quantity < 0 OR round(i.n_quantity, 12) >= 1e12 THEN 'out_of_range|quantity: must be from 0 to 999999999999'
       -- identity and extras
       WHEN i.t_idempotency_key NOT IN ('string', 'null') THEN format('invalid_type|idempotency_key: must be a string (got %s)', i.t_idempotency_key)
       WHEN i.s_idempotency_key = '' THEN 'invalid_value|idempotency_key: must not be empty'
@@ -215,7 +215,7 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
                 THEN (c.s_api_key_id)::uuid END AS given_api_key_id,
            CASE WHEN c.problem IS NULL THEN coalesce((c.s_occurred_at)::timestamptz, now()) END AS occurred_at,
            c.s_event_type AS event_type, c.s_provider AS provider, c.s_model AS model,
-           c.s_endpoint AS endpoint, c.s_method AS method,
+           c.s_endpoint AS endpoint, upper(c.s_method) AS method,
            CASE WHEN c.problem IS NULL THEN c.n_status_code::smallint END AS status_code,
            CASE WHEN c.problem IS NULL AND c.t_success = 'boolean' THEN (c.e->'success')::boolean END AS success,
            left(c.s_error_message, c.error_message_max_length) AS error_message,
@@ -237,6 +237,9 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
     -- the tenant behind each item: the key's account, the given account, and whether they agree
     SELECT t.*, k.account_id AS key_account_id, k.revoked_at AS key_revoked_at, k.expires_at AS key_expires_at,
            a.id AS found_account_id,
+           -- whose refusal it is: the key's account when a key was named (so its owners see a
+           -- misused or revoked key, and nobody else learns about it), else the account's
+           coalesce(k.account_id, a.id) AS known_account_id,
            CASE
              WHEN t.problem IS NOT NULL THEN t.problem
              WHEN t.given_api_key_id IS NOT NULL AND k.id IS NULL
@@ -246,7 +249,7 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
              WHEN k.expires_at <= t.occurred_at
                THEN format('expired_api_key|api_key_id: key %s expired at %s', k.id, k.expires_at)
              WHEN t.given_account_id IS NOT NULL AND k.account_id IS NOT NULL AND k.account_id <> t.given_account_id
-               THEN format('account_mismatch|account_id: key %s belongs to account %s, not %s', k.id, k.account_id, t.given_account_id)
+               THEN format('account_mismatch|api_key_id: key %s does not belong to account %s', k.id, t.given_account_id)
              WHEN a.id IS NULL
                THEN format('account_not_found|account_id: no account %s', coalesce(t.given_account_id, k.account_id))
              WHEN t.occurred_at > now() + t.max_future_skew
@@ -258,26 +261,31 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
     LEFT JOIN tally.accounts a ON a.id = coalesce(t.given_account_id, k.account_id)
   )
   -- valid items priced: a cached call costs 0 unless given; potential is what it would have cost
-  SELECT r.item_index, r.e, split_part(r.final_problem, '|', 1), substr(r.final_problem, strpos(r.final_problem, '|') + 1),
-         r.found_account_id, r.found_account_id, r.occurred_at, r.given_api_key_id, r.event_type, r.provider, r.model,
-         r.endpoint, r.method, r.status_code,
-         coalesce(r.success, r.status_code < 400, r.error_message IS NULL),
-         r.error_message, r.file_type, r.files, r.bytes, r.tokens_in, r.tokens_out, r.cached,
-         coalesce(r.cost_usd, CASE WHEN r.cached THEN 0 ELSE price.usd END),
-         coalesce(r.potential_cost_usd, CASE WHEN r.cached THEN price.usd ELSE coalesce(r.cost_usd, price.usd) END),
-         r.cost_usd IS NOT NULL, r.potential_cost_usd IS NOT NULL,
-         r.latency_ms, r.quantity, r.idempotency_key, r.properties
-  FROM resolved r
-  LEFT JOIN LATERAL (
-    SELECT tally._token_cost(r.tokens_in, r.tokens_out, mp.input_usd_per_mtok, mp.output_usd_per_mtok) AS usd
-    FROM tally.model_prices mp
-    WHERE r.final_problem IS NULL
-      AND (r.tokens_in IS NOT NULL OR r.tokens_out IS NOT NULL)
-      AND (r.cost_usd IS NULL OR (r.cached AND r.potential_cost_usd IS NULL))
-      AND mp.provider = r.provider AND mp.model = r.model AND mp.effective_from <= r.occurred_at
-    ORDER BY mp.effective_from DESC
-    LIMIT 1
-  ) price ON true
+  SELECT x.item_index, x.e, split_part(x.outcome, '|', 1), substr(x.outcome, strpos(x.outcome, '|') + 1),
+         x.known_account_id, x.found_account_id, x.occurred_at, x.given_api_key_id, x.event_type, x.provider, x.model,
+         x.endpoint, x.method, x.status_code,
+         coalesce(x.success, x.status_code < 400, nullif(x.error_message, '') IS NULL),
+         x.error_message, x.file_type, x.files, x.bytes, x.tokens_in, x.tokens_out, x.cached,
+         coalesce(x.cost_usd, CASE WHEN x.cached THEN 0 ELSE x.price END),
+         coalesce(x.potential_cost_usd, CASE WHEN x.cached THEN x.price ELSE coalesce(x.cost_usd, x.price) END),
+         x.cost_usd IS NOT NULL, x.potential_cost_usd IS NOT NULL,
+         x.latency_ms, x.quantity, x.idempotency_key, x.properties
+  FROM (
+    SELECT r.*, price.usd AS price,
+           coalesce(r.final_problem, CASE WHEN price.usd >= 1e12
+             THEN 'out_of_range|tokens_in, tokens_out: the computed cost reaches 10^12 USD' END) AS outcome
+    FROM resolved r
+    LEFT JOIN LATERAL (
+      SELECT tally._token_cost(r.tokens_in, r.tokens_out, mp.input_usd_per_mtok, mp.output_usd_per_mtok) AS usd
+      FROM tally.model_prices mp
+      WHERE r.final_problem IS NULL
+        AND (r.tokens_in IS NOT NULL OR r.tokens_out IS NOT NULL)
+        AND (r.cost_usd IS NULL OR (r.cached AND r.potential_cost_usd IS NULL))
+        AND mp.provider = r.provider AND mp.model = r.model AND mp.effective_from <= r.occurred_at
+      ORDER BY mp.effective_from DESC
+      LIMIT 1
+    ) price ON true
+  ) x
   $$;
 COMMENT ON FUNCTION tally._parse_events(jsonb, bigint) IS
   'Validates a JSON array of events without raising: one row per item with its index (p_index_base + position), the item as sent, and either code + message or the typed event (tenant resolved, success derived, cost priced from tally.model_prices).';
@@ -404,6 +412,17 @@ COMMENT ON FUNCTION tally.import_events(jsonb, text, bigint) IS
 REVOKE ALL ON FUNCTION tally.import_events(jsonb, text, bigint) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.import_events(jsonb, text, bigint) TO service_role;
 
+CREATE FUNCTION tally._reject_sqlstate(p_code text) RETURNS text
+  LANGUAGE sql IMMUTABLE
+  AS $$
+    select case when p_code in ('unknown_api_key', 'revoked_api_key', 'expired_api_key') then '28000'
+                when p_code = 'account_not_found' then 'P0002'
+                else '22023' end
+  $$;
+COMMENT ON FUNCTION tally._reject_sqlstate(text) IS
+  'The SQLSTATE record_event raises for a rejection code: 28000 for key problems, P0002 for account_not_found, else 22023.';
+REVOKE ALL ON FUNCTION tally._reject_sqlstate(text) FROM PUBLIC, anon, authenticated, service_role;
+
 CREATE FUNCTION tally.record_event(p_event jsonb)
   RETURNS TABLE (event_id bigint, duplicate boolean)
   LANGUAGE plpgsql
@@ -419,11 +438,7 @@ BEGIN
   SELECT p.code, p.message, p.account_id, p.idempotency_key INTO v_item
   FROM tally._parse_events(jsonb_build_array(p_event)) p;
   IF v_item.code IS NOT NULL THEN
-    PERFORM tally._raise(v_item.code,
-      CASE WHEN v_item.code IN ('unknown_api_key', 'revoked_api_key', 'expired_api_key') THEN '28000'
-           WHEN v_item.code = 'account_not_found' THEN 'P0002'
-           ELSE '22023' END,
-      v_item.message);
+    PERFORM tally._raise(v_item.code, tally._reject_sqlstate(v_item.code), v_item.message);
   END IF;
 
   v_result := tally._ingest(jsonb_build_array(p_event), 'record_event', 0);
@@ -439,7 +454,8 @@ BEGIN
       ORDER BY e.id LIMIT 1;
   ELSE
     -- refused between the check above and the insert (e.g. its key was revoked meanwhile)
-    PERFORM tally._raise(v_result->'rejected'->0->>'code', '22023', v_result->'rejected'->0->>'message');
+    PERFORM tally._raise(v_result->'rejected'->0->>'code', tally._reject_sqlstate(v_result->'rejected'->0->>'code'),
+                         v_result->'rejected'->0->>'message');
   END IF;
 END
 $$;
