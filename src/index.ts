@@ -1,4 +1,4 @@
-/** Tally's TypeScript API: database resolution, migrations, the worker and status. */
+/** Tally's TypeScript API: database resolution, migrations, the worker, status, the client and the UsageTracker. */
 export { loadConfig, redactUrl, type TallyConfig } from './config.ts';
 export { resolveDatabase, type ResolvedDatabase } from './database.ts';
 export { startEmbedded, type EmbeddedOptions, type EmbeddedServer } from './embedded.ts';
@@ -7,3 +7,20 @@ export { installScript, migrationFiles, readSchemaVersion, runMigrations, type M
 export { SCHEDULED_JOBS, type ScheduledJob } from './schedules.ts';
 export { formatStatus, readStatus, type Status } from './status.ts';
 export { startWorker, type Worker } from './worker.ts';
+export { createTally, tallyApi, type Tally, type TallyApi, type TallyOptions } from './client.ts';
+export type { Account, AccountMember } from './client/accounts.ts';
+export type { CreatedApiKey, VerifiedApiKey } from './client/api-keys.ts';
+export { EVENT_FIELDS, toWireEvent, type UsageEvent } from './client/events.ts';
+export type { EnsurePartitionsResult, PurgeResult, Setting } from './client/maintenance.ts';
+export type { AttachedMeter, MeterMapping } from './client/meters.ts';
+export type { ModelPrice, RepriceResult } from './client/prices.ts';
+export type { IngestResult, Rejection, Role } from './client/schemas.ts';
+export type { Queryable } from './client/sql.ts';
+export {
+  ApiKeyError, BatchTooLargeError, ConflictError, ConnectionError, DatabaseError, ERROR_TABLE, ForbiddenError, InvalidEventError,
+  InvalidInputError, InvalidParameterError, InvalidResponseError, NotFoundError, isTransient, toTallyError,
+} from './pg-errors.ts';
+export {
+  QueueFullError, UsageTracker, type OverflowPolicy, type SentEvent, type TrackerDrop, type TrackerFailure, type TrackerRejection,
+  type TrackerSource, type TrackerStats, type UsageTrackerOptions,
+} from './tracker.ts';

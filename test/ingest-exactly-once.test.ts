@@ -38,6 +38,29 @@ describe('idempotency keys', () => {
     expect(new Set(stored.map((e) => e.key)).size).toBe(20);
   });
 
+  it('a retried batch reports its refused items again but keeps each keyed one once in rejected_events', async () => {
+    const account = await createAccount(db.pool, 'Retry dead letters');
+    const batch = [
+      { account_id: account, event_type: 'x', idempotency_key: 'ok-1' },
+      { account_id: account, event_type: 'x', status_code: 700, idempotency_key: 'bad-1' },
+      { account_id: account, event_type: 'x', status_code: 700 },
+    ];
+    for (let attempt = 0; attempt < 3; attempt++) {
+      expect((await recordEvents(db.pool, batch)).rejected.map((r) => [r.index, r.code])).toEqual([
+        [1, 'out_of_range'],
+        [2, 'out_of_range'],
+      ]);
+    }
+    const { rows } = await db.pool.query(
+      "select idempotency_key, count(*)::int as n from tally.rejected_events where account_id = $1 group by 1 order by 1 nulls last",
+      [account],
+    );
+    expect(rows).toEqual([
+      { idempotency_key: 'bad-1', n: 1 },
+      { idempotency_key: null, n: 3 },
+    ]);
+  });
+
   it('items without a key are stored every time', async () => {
     const account = await createAccount(db.pool, 'Unkeyed');
     const batch = [{ account_id: account, event_type: 'x' }, { account_id: account, event_type: 'x' }];

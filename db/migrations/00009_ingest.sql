@@ -307,11 +307,15 @@ CREATE FUNCTION tally._ingest(p_events jsonb, p_source text, p_index_base bigint
     SELECT * FROM tally._parse_events(p_events, p_index_base)
   ),
   dead AS (
-    -- nothing is lost: every refused item is kept as sent
-    INSERT INTO tally.rejected_events (account_id, source, item_index, code, message, payload)
-    SELECT p.known_account_id, p_source, p.item_index, p.code, p.message, p.payload
+    -- nothing is lost: every refused item is kept as sent, once per idempotency key (a
+    -- retry of a batch whose reply was lost refuses the same items again)
+    INSERT INTO tally.rejected_events (account_id, source, item_index, code, message, payload, idempotency_key)
+    SELECT p.known_account_id, p_source, p.item_index, p.code, p.message, p.payload,
+           CASE WHEN jsonb_typeof(p.payload -> 'idempotency_key') = 'string'
+                 AND length(p.payload ->> 'idempotency_key') BETWEEN 1 AND 255
+                THEN p.payload ->> 'idempotency_key' END
     FROM parsed p WHERE p.code IS NOT NULL
-    RETURNING item_index, code, message
+    ON CONFLICT (source, account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   ),
   first_of_key AS (
     -- within the batch, the first item carrying a key wins; later ones are duplicates
@@ -349,8 +353,8 @@ CREATE FUNCTION tally._ingest(p_events jsonb, p_source text, p_index_base bigint
   SELECT jsonb_build_object(
     'accepted',   (SELECT count(*) FROM stored),
     'duplicates', (SELECT count(*) FROM parsed p WHERE p.code IS NULL) - (SELECT count(*) FROM stored),
-    'rejected',   coalesce((SELECT jsonb_agg(jsonb_build_object('index', d.item_index, 'code', d.code, 'message', d.message)
-                                             ORDER BY d.item_index) FROM dead d), '[]'::jsonb))
+    'rejected',   coalesce((SELECT jsonb_agg(jsonb_build_object('index', p.item_index, 'code', p.code, 'message', p.message)
+                                             ORDER BY p.item_index) FROM parsed p WHERE p.code IS NOT NULL), '[]'::jsonb))
   $$;
 COMMENT ON FUNCTION tally._ingest(jsonb, text, bigint) IS
   'Validates and stores a JSON array of events in one statement: valid items once per idempotency key, refused items into tally.rejected_events (source p_source). Returns {accepted, duplicates, rejected: [{index, code, message}]}.';

@@ -1,0 +1,84 @@
+/**
+ * The TypeScript client: typed wrappers around Tally's public SQL functions.
+ *
+ *   const tally = createTally({ connectionString: process.env.DATABASE_URL });
+ *   const { accepted } = await tally.recordEvents([{ accountId, eventType: 'api_call' }]);
+ *
+ * Every wrapper validates its input with zod before any round trip (InvalidInputError),
+ * calls the function with named arguments and casts, maps Postgres errors to typed
+ * errors (src/pg-errors.ts) and parses the result with zod into camelCase. Value rules
+ * (money, counts, ids, timestamps): src/client/schemas.ts.
+ */
+import pg from 'pg';
+import { accountsApi } from './client/accounts.ts';
+import { apiKeysApi } from './client/api-keys.ts';
+import { eventsApi } from './client/events.ts';
+import { maintenanceApi } from './client/maintenance.ts';
+import { metersApi } from './client/meters.ts';
+import { pricesApi } from './client/prices.ts';
+import type { Queryable } from './client/sql.ts';
+
+export type TallyOptions =
+  | {
+      connectionString: string;
+      /** application_name of the pool's connections (default 'tally'); visible in pg_stat_activity. */
+      applicationName?: string;
+      /** Pool size (default 10). */
+      max?: number;
+    }
+  | { pool: pg.Pool };
+
+/** Every wrapper, bound to one Queryable. */
+export type TallyApi = ReturnType<typeof tallyApi>;
+
+export interface Tally extends TallyApi {
+  readonly pool: pg.Pool;
+  /**
+   * The same wrappers on one connection: inside the caller's transaction, or as a persona
+   * (after `set local role authenticated` and request.jwt.claims, the way PostgREST does).
+   */
+  using(client: Queryable): TallyApi;
+  /** Ends the pool if createTally created it; a pool passed in is the caller's to end. */
+  close(): Promise<void>;
+}
+
+export function tallyApi(q: Queryable) {
+  return {
+    ...accountsApi(q),
+    ...apiKeysApi(q),
+    ...eventsApi(q),
+    ...pricesApi(q),
+    ...maintenanceApi(q),
+    ...metersApi(q),
+  };
+}
+
+export function createTally(options: TallyOptions): Tally {
+  const owned = !('pool' in options);
+  const pool =
+    'pool' in options
+      ? options.pool
+      : new pg.Pool({
+          connectionString: options.connectionString,
+          application_name: options.applicationName ?? 'tally',
+          max: options.max ?? 10,
+          // idle connections do not keep the process alive
+          allowExitOnIdle: true,
+        });
+  if (owned) {
+    // An idle connection the server drops (restart, pg_terminate_backend) is discarded by
+    // the pool; without a listener the 'error' event would crash the process.
+    pool.on('error', () => undefined);
+  }
+  let closed: Promise<void> | undefined;
+  return {
+    ...tallyApi(pool),
+    pool,
+    using: (client) => tallyApi(client),
+    close() {
+      if (!owned) return Promise.resolve();
+      closed ??= pool.end();
+      return closed;
+    },
+  };
+}
