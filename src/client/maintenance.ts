@@ -4,8 +4,8 @@ import { callRow, callValue, parseInput, type Queryable } from './sql.ts';
 import { count, timestamp } from './schemas.ts';
 
 const partitionsResult = z
-  .object({ created: z.array(z.string()), default_rows: count })
-  .transform((r) => ({ created: r.created, defaultRows: r.default_rows }));
+  .object({ created: z.array(z.string()), moved_rows: count, default_rows: count })
+  .transform((r) => ({ created: r.created, movedRows: r.moved_rows, defaultRows: r.default_rows }));
 export type EnsurePartitionsResult = z.output<typeof partitionsResult>;
 
 const purgeResult = z.object({ deleted: count, cutoff: timestamp });
