@@ -51,7 +51,7 @@ REVOKE ALL ON FUNCTION tally._is_uuid(text) FROM PUBLIC, anon, authenticated, se
 CREATE FUNCTION tally._is_real_day(p_value text) RETURNS boolean
   LANGUAGE sql IMMUTABLE
   AS $$
-    select substr(p_value, 9, 2) <= '28'
+    select substr(p_value, 9, 2) <= '28' COLLATE "C"
         or substr(p_value, 9, 2)::int <= extract(day from pg_catalog.make_date(substr(p_value, 1, 4)::int, substr(p_value, 6, 2)::int, 1) + interval '1 month - 1 day')
   $$;
 COMMENT ON FUNCTION tally._is_real_day(text) IS 'True when the yyyy-mm-dd prefix of p_value (already shape-checked) names a real calendar day.';
@@ -64,20 +64,21 @@ CREATE FUNCTION tally._is_iso_timestamptz(p_value text) RETURNS boolean
   LANGUAGE sql IMMUTABLE
   AS $$
     select case
-      -- the shape; then each field's range by comparing fixed-width digit strings, which
-      -- costs far less per event than one regex with a range per field
+      -- the shape; then each field's range by comparing fixed-width digit strings (in the
+      -- C collation: byte order, no locale), which costs far less per event than one regex
+      -- with a range per field
       when length(p_value) > 40
         or p_value !~ '^\d\d\d\d-\d\d-\d\d[Tt ]\d\d:\d\d(:\d\d(\.\d+)?)?([Zz]|[+-]\d\d(:?\d\d)?)$' then false
-      when substr(p_value, 1, 4) < '1970' or substr(p_value, 6, 2) not between '01' and '12'
-        or substr(p_value, 9, 2) not between '01' and '31' or substr(p_value, 12, 2) > '23'
-        or substr(p_value, 15, 2) > '59' or (substr(p_value, 17, 1) = ':' and substr(p_value, 18, 2) > '59') then false
+      when substr(p_value, 1, 4) < '1970' COLLATE "C" or substr(p_value, 6, 2) not between ('01' COLLATE "C") and ('12' COLLATE "C")
+        or substr(p_value, 9, 2) not between ('01' COLLATE "C") and ('31' COLLATE "C") or substr(p_value, 12, 2) > '23' COLLATE "C"
+        or substr(p_value, 15, 2) > '59' COLLATE "C" or (substr(p_value, 17, 1) = ':' and substr(p_value, 18, 2) > '59' COLLATE "C") then false
       -- the UTC offset: +hh:mm, +hhmm or +hh, hours to 15 and minutes to 59
       when substr(right(p_value, 6), 1, 1) in ('+', '-') and substr(right(p_value, 6), 4, 1) = ':'
-        then substr(right(p_value, 5), 1, 2) <= '15' and right(p_value, 2) <= '59' and tally._is_real_day(p_value)
+        then substr(right(p_value, 5), 1, 2) <= '15' COLLATE "C" and right(p_value, 2) <= '59' COLLATE "C" and tally._is_real_day(p_value)
       when substr(right(p_value, 5), 1, 1) in ('+', '-')
-        then substr(right(p_value, 4), 1, 2) <= '15' and right(p_value, 2) <= '59' and tally._is_real_day(p_value)
+        then substr(right(p_value, 4), 1, 2) <= '15' COLLATE "C" and right(p_value, 2) <= '59' COLLATE "C" and tally._is_real_day(p_value)
       when substr(right(p_value, 3), 1, 1) in ('+', '-')
-        then right(p_value, 2) <= '15' and tally._is_real_day(p_value)
+        then right(p_value, 2) <= '15' COLLATE "C" and tally._is_real_day(p_value)
       else tally._is_real_day(p_value)
     end
   $$;
@@ -298,11 +299,20 @@ REVOKE ALL ON FUNCTION tally._parse_events(jsonb, bigint) FROM PUBLIC, anon, aut
 --    nested loop, quadratic in the batch size. Hash joins are right for every join here.
 --  * jit off: the validator is one very large expression; compiling it costs seconds and
 --    would be paid on every call, for a statement that runs in milliseconds.
+--  * plpgsql with a forced generic plan: planning this statement costs milliseconds. A SQL
+--    function would plan it again on every call, and plpgsql would too (a custom plan per
+--    call) unless told to keep one plan for the session; the estimates do not depend on the
+--    array's contents anyway.
 CREATE FUNCTION tally._ingest(p_events jsonb, p_source text, p_index_base bigint DEFAULT 0) RETURNS jsonb
-  LANGUAGE sql
+  LANGUAGE plpgsql
+  SET search_path = ''
   SET enable_nestloop = off
   SET jit = off
+  SET plan_cache_mode = force_generic_plan
   AS $$
+DECLARE
+  v_result jsonb;
+BEGIN
   WITH parsed AS MATERIALIZED (
     SELECT * FROM tally._parse_events(p_events, p_index_base)
   ),
@@ -355,7 +365,10 @@ CREATE FUNCTION tally._ingest(p_events jsonb, p_source text, p_index_base bigint
     'duplicates', (SELECT count(*) FROM parsed p WHERE p.code IS NULL) - (SELECT count(*) FROM stored),
     'rejected',   coalesce((SELECT jsonb_agg(jsonb_build_object('index', p.item_index, 'code', p.code, 'message', p.message)
                                              ORDER BY p.item_index) FROM parsed p WHERE p.code IS NOT NULL), '[]'::jsonb))
-  $$;
+  INTO v_result;
+  RETURN v_result;
+END
+$$;
 COMMENT ON FUNCTION tally._ingest(jsonb, text, bigint) IS
   'Validates and stores a JSON array of events in one statement: valid items once per idempotency key, refused items into tally.rejected_events (source p_source). Returns {accepted, duplicates, rejected: [{index, code, message}]}.';
 REVOKE ALL ON FUNCTION tally._ingest(jsonb, text, bigint) FROM PUBLIC, anon, authenticated, service_role;
@@ -433,6 +446,7 @@ CREATE FUNCTION tally.record_event(p_event jsonb)
   SECURITY DEFINER
   SET search_path = ''
   SET jit = off
+  SET plan_cache_mode = force_generic_plan
   AS $$
 DECLARE
   v_item   record;
