@@ -24,3 +24,7 @@ export {
   QueueFullError, UsageTracker, type OverflowPolicy, type SentEvent, type TrackerDrop, type TrackerFailure, type TrackerRejection,
   type TrackerSource, type TrackerStats, type UsageTrackerOptions,
 } from './tracker.ts';
+export {
+  DEFAULT_CHUNK_SIZE, importFile, rejectedQuery, type ImportFormat, type ImportOptions, type ImportProgress, type ImportRejection,
+  type ImportSummary,
+} from './import.ts';

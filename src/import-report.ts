@@ -1,0 +1,128 @@
+/**
+ * What `tally import` shows: a progress bar on a terminal (plain lines every few seconds
+ * otherwise), and the summary at the end.
+ */
+import cliProgress from 'cli-progress';
+import type { ImportProgress, ImportSummary } from './import.ts';
+
+/** The `tally import --help` text after the options: it answers the usual questions. */
+export const IMPORT_HELP = `
+Formats:
+  NDJSON  one event object per line, fields as in record_events (.ndjson, .jsonl, .json).
+          Blank lines are skipped. A line that is not valid JSON is rejected, not fatal.
+  CSV     a header row naming event fields, then one event per row (.csv). Columns:
+          account_id api_key_id occurred_at event_type provider model endpoint method
+          status_code success error_message file_type files bytes tokens_in tokens_out
+          cached cost_usd potential_cost_usd latency_ms quantity idempotency_key properties
+          event_type and account_id or api_key_id are required; an unknown column is an
+          error before anything is loaded. An empty cell means the field is absent;
+          success/cached take true/false/t/f/1/0; properties holds a JSON object; numbers
+          are plain decimals. Rows with every cell empty are skipped.
+  Without --format the extension decides, else the first byte ({ or [ means NDJSON).
+
+How it works:
+  The file streams through COPY into a temporary table; every --chunk-size rows are then
+  validated and stored by tally.import_events in one transaction, on one of --jobs
+  sessions (while one session validates a chunk, the next chunk is loaded on another).
+  Each chunk commits on its own, so an interrupted import keeps the chunks it finished.
+
+Idempotency:
+  Rows with an idempotency_key are stored once per account (within the setting
+  ingest.idempotency_retention, default 7 days): running the same import again (after a
+  crash, Ctrl-C or a fix) reports them as duplicates and stores nothing twice. Rows
+  without a key are stored again by every run (the summary counts them).
+
+Rejected rows:
+  Kept in tally.rejected_events with source 'import:<label>' and item_index = the line
+  number (NDJSON) or the spreadsheet row number with the header as row 1 (CSV); each run
+  has its own label. The summary prints it and the query that lists them:
+    select item_index as line, code, message, payload from tally.rejected_events
+    where source = 'import:<label>' order by item_index;
+
+Output:
+  A summary on stdout (--json for machine output): rows, accepted, duplicates, rejected
+  (the first ten with line, code and message), elapsed time and rows/s. Progress goes to
+  stderr: a bar on a terminal, a line every 10 s otherwise.
+
+Exit codes: 0 done (even with rejected rows, unless --strict), 1 failed or stopped by
+Ctrl-C (the finished chunks are kept), 2 bad usage (options, missing file, bad CSV header).
+
+Examples:
+  tally import events.ndjson
+  zcat events.csv.gz | tally import - --format csv --source backfill-2026-11 --json`;
+
+const count = (n: number) => n.toLocaleString('en-US');
+const megabytes = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+const perSecond = (rows: number, ms: number) => (ms > 0 ? Math.round((rows / ms) * 1000) : 0);
+
+export interface ImportProgressDisplay {
+  update(progress: ImportProgress): void;
+  stop(): void;
+}
+
+/**
+ * A bar (bytes read of the file's size when known, rows, rows/s) when `stream` is a
+ * terminal; otherwise one line every `intervalMs`.
+ */
+export function importProgressDisplay(stream: NodeJS.WriteStream, intervalMs = 10_000): ImportProgressDisplay {
+  if (stream.isTTY) {
+    let bar: cliProgress.SingleBar | undefined;
+    return {
+      update(p) {
+        const payload = { rows: count(p.rows), speed: count(perSecond(p.rows, p.elapsedMs)), read: megabytes(p.bytesRead) };
+        if (!bar) {
+          bar = new cliProgress.SingleBar(
+            {
+              stream,
+              clearOnComplete: true,
+              hideCursor: true,
+              format:
+                p.totalBytes === undefined
+                  ? 'importing | {read} read | {rows} rows | {speed} rows/s'
+                  : 'importing {bar} {percentage}% | {read} of {size} | {rows} rows | {speed} rows/s | ETA {eta_formatted}',
+            },
+            cliProgress.Presets.shades_classic,
+          );
+          bar.start(p.totalBytes ?? 0, 0, { ...payload, size: megabytes(p.totalBytes ?? 0) });
+        }
+        bar.update(p.totalBytes === undefined ? 0 : p.bytesRead, payload);
+      },
+      stop() {
+        bar?.stop();
+      },
+    };
+  }
+  let last = 0;
+  return {
+    update(p) {
+      if (p.elapsedMs - last < intervalMs) return;
+      last = p.elapsedMs;
+      const read = p.totalBytes ? `${megabytes(p.bytesRead)} of ${megabytes(p.totalBytes)} (${Math.floor((p.bytesRead / p.totalBytes) * 100)}%)` : `${megabytes(p.bytesRead)}`;
+      stream.write(`tally: import: ${read} read, ${count(p.rows)} rows (${count(p.accepted)} accepted, ${count(p.duplicates)} duplicates, ${count(p.rejected)} rejected), ${count(perSecond(p.rows, p.elapsedMs))} rows/s\n`);
+    },
+    stop() {},
+  };
+}
+
+/** The human summary printed on stdout. */
+export function formatImportSummary(s: ImportSummary): string {
+  const width = Math.max(...[s.accepted, s.duplicates, s.rejected].map((n) => count(n).length));
+  const line = (label: string, n: number, note = '') => `  ${label.padEnd(11)}${count(n).padStart(width)}${note ? `  ${note}` : ''}`;
+  const out = [
+    `${s.complete ? 'imported' : 'stopped importing'} ${s.file === '-' ? 'stdin' : s.file} (${s.format}) in ${(s.elapsedMs / 1000).toFixed(1)} s: ` +
+      `${count(s.rows)} rows, ${count(s.rowsPerSecond)} rows/s${s.skipped > 0 ? ` (${count(s.skipped)} blank ${s.format === 'csv' ? 'rows' : 'lines'} skipped)` : ''}`,
+    line('accepted', s.accepted),
+    line('duplicates', s.duplicates, s.duplicates > 0 ? 'idempotency key already stored (or repeated in the file)' : ''),
+    line('rejected', s.rejected, s.rejected > 0 ? `kept in tally.rejected_events, source '${s.source}'` : ''),
+  ];
+  if (s.rejected > 0) {
+    for (const r of s.firstRejections) out.push(`    ${s.format === 'csv' ? 'row' : 'line'} ${r.line}: ${r.code}: ${r.message}`);
+    if (s.rejected > s.firstRejections.length) out.push(`    … and ${count(s.rejected - s.firstRejections.length)} more`);
+    out.push(`  all of them: ${s.rejectedQuery}`);
+  }
+  if (s.withoutKey > 0) {
+    out.push(`  note: ${count(s.withoutKey)} rows had no idempotency_key; importing this file again would store them again`);
+  }
+  if (!s.complete) out.push('  stopped early: run the same command again to import the rest (rows with an idempotency_key are not stored twice)');
+  return out.join('\n');
+}
