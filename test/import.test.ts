@@ -59,19 +59,7 @@ function parseSummary(result: CliResult): ImportSummary {
 }
 
 /** Runs the CLI with `input` on its stdin. */
-function runCliWithInput(args: string[], input: string): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [TALLY_BIN, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.on('error', () => undefined); // EPIPE when it exits without reading
-    child.stdin.end(input);
-  });
-}
+const runCliWithInput = (args: string[], input: string): Promise<CliResult> => runCli(args, env, input);
 
 async function eventsOf(account: string) {
   const { rows } = await db.pool.query(
