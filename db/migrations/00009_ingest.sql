@@ -131,79 +131,126 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
   ),
   -- Materialized so that each check is computed once, not copied into every later use.
   checked AS MATERIALIZED (
-    -- the first problem of each item, in field order, as 'code|message'
-    SELECT i.*, l.error_message_max_length, l.max_future_skew, CASE
-      WHEN i.e_type <> 'object' THEN format('invalid_event|item %s: must be a JSON object (got %s)', i.item_index, i.e_type)
-      WHEN i.e - '{account_id,api_key_id,occurred_at,event_type,provider,model,endpoint,method,status_code,success,error_message,file_type,files,bytes,tokens_in,tokens_out,cached,cost_usd,potential_cost_usd,latency_ms,quantity,idempotency_key,properties}'::text[] <> '{}'::jsonb
-        THEN format('unknown_field|%s: unknown field', (SELECT min(k) FROM jsonb_object_keys(i.e - '{account_id,api_key_id,occurred_at,event_type,provider,model,endpoint,method,status_code,success,error_message,file_type,files,bytes,tokens_in,tokens_out,cached,cost_usd,potential_cost_usd,latency_ms,quantity,idempotency_key,properties}'::text[]) AS k))
-      -- tenant
-      WHEN i.t_account_id NOT IN ('string', 'null') THEN format('invalid_type|account_id: must be a UUID string (got %s)', i.t_account_id)
-      WHEN i.t_account_id = 'string' AND NOT tally._is_uuid(i.s_account_id)
-        THEN 'invalid_value|account_id: must be a UUID'
-      WHEN i.t_api_key_id NOT IN ('string', 'null') THEN format('invalid_type|api_key_id: must be a UUID string (got %s)', i.t_api_key_id)
-      WHEN i.t_api_key_id = 'string' AND NOT tally._is_uuid(i.s_api_key_id)
-        THEN 'invalid_value|api_key_id: must be a UUID'
-      WHEN coalesce(i.t_account_id, 'null') = 'null' AND coalesce(i.t_api_key_id, 'null') = 'null'
-        THEN 'missing_tenant|account_id, api_key_id: one of them is required'
-      -- time and kind
-      WHEN i.t_occurred_at NOT IN ('string', 'null') THEN format('invalid_type|occurred_at: must be an ISO 8601 string (got %s)', i.t_occurred_at)
-      WHEN i.t_occurred_at = 'string' AND NOT tally._is_iso_timestamptz(i.s_occurred_at)
-        THEN 'invalid_value|occurred_at: must be an ISO 8601 timestamp with a UTC offset (e.g. 2026-11-22T10:00:00Z), from 1970 on'
-      WHEN coalesce(i.t_event_type, 'null') = 'null' THEN 'missing_field|event_type: is required'
-      WHEN i.t_event_type <> 'string' THEN format('invalid_type|event_type: must be a string (got %s)', i.t_event_type)
-      WHEN length(i.s_event_type) > 64 THEN 'too_long|event_type: at most 64 characters'
-      WHEN i.s_event_type !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' THEN 'invalid_value|event_type: must be a slug (letters, digits, _ . : -)'
-      -- descriptive strings
-      WHEN i.t_provider NOT IN ('string', 'null') THEN format('invalid_type|provider: must be a string (got %s)', i.t_provider)
-      WHEN i.s_provider = '' THEN 'invalid_value|provider: must not be empty'
-      WHEN length(i.s_provider) > 200 THEN 'too_long|provider: at most 200 characters'
-      WHEN i.t_model NOT IN ('string', 'null') THEN format('invalid_type|model: must be a string (got %s)', i.t_model)
-      WHEN i.s_model = '' THEN 'invalid_value|model: must not be empty'
-      WHEN length(i.s_model) > 200 THEN 'too_long|model: at most 200 characters'
-      WHEN i.t_endpoint NOT IN ('string', 'null') THEN format('invalid_type|endpoint: must be a string (got %s)', i.t_endpoint)
-      WHEN i.s_endpoint = '' THEN 'invalid_value|endpoint: must not be empty'
-      WHEN length(i.s_endpoint) > 2000 THEN 'too_long|endpoint: at most 2000 characters'
-      WHEN i.t_method NOT IN ('string', 'null') THEN format('invalid_type|method: must be a string (got %s)', i.t_method)
-      WHEN i.s_method !~ '^[A-Za-z_-]{1,16}$' THEN 'invalid_value|method: must be 1 to 16 letters (e.g. GET)'
-      -- outcome
-      WHEN i.t_status_code NOT IN ('number', 'string', 'null') OR (i.t_status_code = 'string' AND i.n_status_code IS NULL)
-        THEN format('invalid_type|status_code: must be an integer (got %s)', i.t_status_code)
-      WHEN i.n_status_code NOT BETWEEN 100 AND 599 OR i.n_status_code <> trunc(i.n_status_code)
-        THEN 'out_of_range|status_code: must be an integer from 100 to 599'
-      WHEN i.t_success NOT IN ('boolean', 'null') THEN format('invalid_type|success: must be a boolean (got %s)', i.t_success)
-      WHEN i.t_error_message NOT IN ('string', 'null') THEN format('invalid_type|error_message: must be a string (got %s)', i.t_error_message)
-      WHEN i.t_file_type NOT IN ('string', 'null') THEN format('invalid_type|file_type: must be a MIME type string (got %s)', i.t_file_type)
-      WHEN length(i.s_file_type) > 255 THEN 'too_long|file_type: at most 255 characters'
-      WHEN i.s_file_type !~ '^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$'
-        THEN 'invalid_value|file_type: must be a MIME type such as image/png'
-      -- counts: whole, non-negative, within bigint
-      WHEN i.t_files IS NOT NULL AND i.t_files <> 'null' AND i.n_files IS NULL THEN format('invalid_type|files: must be a non-negative integer (got %s)', i.t_files)
-      WHEN i.n_files < 0 OR i.n_files <> trunc(i.n_files) OR i.n_files > 9223372036854775807 THEN 'out_of_range|files: must be a whole number from 0 to 9223372036854775807'
-      WHEN i.t_bytes IS NOT NULL AND i.t_bytes <> 'null' AND i.n_bytes IS NULL THEN format('invalid_type|bytes: must be a non-negative integer (got %s)', i.t_bytes)
-      WHEN i.n_bytes < 0 OR i.n_bytes <> trunc(i.n_bytes) OR i.n_bytes > 9223372036854775807 THEN 'out_of_range|bytes: must be a whole number from 0 to 9223372036854775807'
-      WHEN i.t_tokens_in IS NOT NULL AND i.t_tokens_in <> 'null' AND i.n_tokens_in IS NULL THEN format('invalid_type|tokens_in: must be a non-negative integer (got %s)', i.t_tokens_in)
-      WHEN i.n_tokens_in < 0 OR i.n_tokens_in <> trunc(i.n_tokens_in) OR i.n_tokens_in > 9223372036854775807 THEN 'out_of_range|tokens_in: must be a whole number from 0 to 9223372036854775807'
-      WHEN i.t_tokens_out IS NOT NULL AND i.t_tokens_out <> 'null' AND i.n_tokens_out IS NULL THEN format('invalid_type|tokens_out: must be a non-negative integer (got %s)', i.t_tokens_out)
-      WHEN i.n_tokens_out < 0 OR i.n_tokens_out <> trunc(i.n_tokens_out) OR i.n_tokens_out > 9223372036854775807 THEN 'out_of_range|tokens_out: must be a whole number from 0 to 9223372036854775807'
-      WHEN i.t_cached NOT IN ('boolean', 'null') THEN format('invalid_type|cached: must be a boolean (got %s)', i.t_cached)
-      -- money and quantities: non-negative decimals below 10^12
-      WHEN i.t_cost_usd IS NOT NULL AND i.t_cost_usd <> 'null' AND i.n_cost_usd IS NULL THEN format('invalid_type|cost_usd: must be a decimal number or string (got %s)', i.t_cost_usd)
-      WHEN i.n_cost_usd < 0 OR round(i.n_cost_usd, 12) >= 1e12 THEN 'out_of_range|cost_usd: must be from 0 to 999999999999'
-      WHEN i.t_potential_cost_usd IS NOT NULL AND i.t_potential_cost_usd <> 'null' AND i.n_potential_cost_usd IS NULL THEN format('invalid_type|potential_cost_usd: must be a decimal number or string (got %s)', i.t_potential_cost_usd)
-      WHEN i.n_potential_cost_usd < 0 OR round(i.n_potential_cost_usd, 12) >= 1e12 THEN 'out_of_range|potential_cost_usd: must be from 0 to 999999999999'
-      WHEN i.t_latency_ms IS NOT NULL AND i.t_latency_ms <> 'null' AND i.n_latency_ms IS NULL THEN format('invalid_type|latency_ms: must be a non-negative number (got %s)', i.t_latency_ms)
-      WHEN i.n_latency_ms < 0 OR i.n_latency_ms > 2147483647 THEN 'out_of_range|latency_ms: must be from 0 to 2147483647'
-      WHEN i.t_quantity IS NOT NULL AND i.t_quantity <> 'null' AND i.n_quantity IS NULL THEN format('invalid_type|quantity: must be a decimal number or string (got %s)', i.t_quantity)
-      WHEN i.n_quantity < 0 OR round(i.n_quantity, 12) >= 1e12 THEN 'out_of_range|quantity: must be from 0 to 999999999999'
-      -- identity and extras
-      WHEN i.t_idempotency_key NOT IN ('string', 'null') THEN format('invalid_type|idempotency_key: must be a string (got %s)', i.t_idempotency_key)
-      WHEN i.s_idempotency_key = '' THEN 'invalid_value|idempotency_key: must not be empty'
-      WHEN length(i.s_idempotency_key) > 255 THEN 'too_long|idempotency_key: at most 255 characters'
-      WHEN i.t_properties NOT IN ('object', 'null') THEN format('invalid_type|properties: must be a JSON object (got %s)', i.t_properties)
-      WHEN i.t_properties = 'object' AND octet_length((i.e->'properties')::text) > l.properties_max_bytes
-        THEN format('too_large|properties: %s bytes, more than the limit of %s (setting ingest.properties_max_bytes)',
-                    octet_length((i.e->'properties')::text), l.properties_max_bytes)
-    END AS problem
+    -- the first problem of each item, in field order, as 'code|message'. One CASE per field,
+    -- entered only when the field is present, and COALESCE stops at the first problem: an
+    -- item pays for the fields it has, not for all 23.
+    SELECT i.*, l.error_message_max_length, l.max_future_skew, COALESCE(
+      CASE
+        WHEN i.e_type <> 'object' THEN format('invalid_event|item %s: must be a JSON object (got %s)', i.item_index, i.e_type)
+        WHEN i.e - '{account_id,api_key_id,occurred_at,event_type,provider,model,endpoint,method,status_code,success,error_message,file_type,files,bytes,tokens_in,tokens_out,cached,cost_usd,potential_cost_usd,latency_ms,quantity,idempotency_key,properties}'::text[] <> '{}'::jsonb
+          THEN format('unknown_field|%s: unknown field', (SELECT min(k) FROM jsonb_object_keys(i.e - '{account_id,api_key_id,occurred_at,event_type,provider,model,endpoint,method,status_code,success,error_message,file_type,files,bytes,tokens_in,tokens_out,cached,cost_usd,potential_cost_usd,latency_ms,quantity,idempotency_key,properties}'::text[]) AS k))
+      END,
+      CASE WHEN i.t_account_id IS NOT NULL THEN CASE
+        WHEN i.t_account_id NOT IN ('string', 'null') THEN format('invalid_type|account_id: must be a UUID string (got %s)', i.t_account_id)
+        WHEN i.t_account_id = 'string' AND NOT tally._is_uuid(i.s_account_id)
+          THEN 'invalid_value|account_id: must be a UUID'
+      END END,
+      CASE WHEN i.t_api_key_id IS NOT NULL THEN CASE
+        WHEN i.t_api_key_id NOT IN ('string', 'null') THEN format('invalid_type|api_key_id: must be a UUID string (got %s)', i.t_api_key_id)
+        WHEN i.t_api_key_id = 'string' AND NOT tally._is_uuid(i.s_api_key_id)
+          THEN 'invalid_value|api_key_id: must be a UUID'
+      END END,
+      CASE
+        WHEN coalesce(i.t_account_id, 'null') = 'null' AND coalesce(i.t_api_key_id, 'null') = 'null'
+          THEN 'missing_tenant|account_id, api_key_id: one of them is required'
+      END,
+      CASE WHEN i.t_occurred_at IS NOT NULL THEN CASE
+        WHEN i.t_occurred_at NOT IN ('string', 'null') THEN format('invalid_type|occurred_at: must be an ISO 8601 string (got %s)', i.t_occurred_at)
+        WHEN i.t_occurred_at = 'string' AND NOT tally._is_iso_timestamptz(i.s_occurred_at)
+          THEN 'invalid_value|occurred_at: must be an ISO 8601 timestamp with a UTC offset (e.g. 2026-11-22T10:00:00Z), from 1970 on'
+      END END,
+      CASE
+        WHEN coalesce(i.t_event_type, 'null') = 'null' THEN 'missing_field|event_type: is required'
+      END,
+      CASE WHEN i.t_event_type IS NOT NULL THEN CASE
+        WHEN i.t_event_type <> 'string' THEN format('invalid_type|event_type: must be a string (got %s)', i.t_event_type)
+        WHEN length(i.s_event_type) > 64 THEN 'too_long|event_type: at most 64 characters'
+        WHEN i.s_event_type !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' THEN 'invalid_value|event_type: must be a slug (letters, digits, _ . : -)'
+      END END,
+      CASE WHEN i.t_provider IS NOT NULL THEN CASE
+        WHEN i.t_provider NOT IN ('string', 'null') THEN format('invalid_type|provider: must be a string (got %s)', i.t_provider)
+        WHEN i.s_provider = '' THEN 'invalid_value|provider: must not be empty'
+        WHEN length(i.s_provider) > 200 THEN 'too_long|provider: at most 200 characters'
+      END END,
+      CASE WHEN i.t_model IS NOT NULL THEN CASE
+        WHEN i.t_model NOT IN ('string', 'null') THEN format('invalid_type|model: must be a string (got %s)', i.t_model)
+        WHEN i.s_model = '' THEN 'invalid_value|model: must not be empty'
+        WHEN length(i.s_model) > 200 THEN 'too_long|model: at most 200 characters'
+      END END,
+      CASE WHEN i.t_endpoint IS NOT NULL THEN CASE
+        WHEN i.t_endpoint NOT IN ('string', 'null') THEN format('invalid_type|endpoint: must be a string (got %s)', i.t_endpoint)
+        WHEN i.s_endpoint = '' THEN 'invalid_value|endpoint: must not be empty'
+        WHEN length(i.s_endpoint) > 2000 THEN 'too_long|endpoint: at most 2000 characters'
+      END END,
+      CASE WHEN i.t_method IS NOT NULL THEN CASE
+        WHEN i.t_method NOT IN ('string', 'null') THEN format('invalid_type|method: must be a string (got %s)', i.t_method)
+        WHEN i.s_method !~ '^[A-Za-z_-]{1,16}$' THEN 'invalid_value|method: must be 1 to 16 letters (e.g. GET)'
+      END END,
+      CASE WHEN i.t_status_code IS NOT NULL THEN CASE
+        WHEN i.t_status_code NOT IN ('number', 'string', 'null') OR (i.t_status_code = 'string' AND i.n_status_code IS NULL)
+          THEN format('invalid_type|status_code: must be an integer (got %s)', i.t_status_code)
+        WHEN i.n_status_code NOT BETWEEN 100 AND 599 OR i.n_status_code <> trunc(i.n_status_code)
+          THEN 'out_of_range|status_code: must be an integer from 100 to 599'
+      END END,
+      CASE WHEN i.t_success IS NOT NULL THEN CASE
+        WHEN i.t_success NOT IN ('boolean', 'null') THEN format('invalid_type|success: must be a boolean (got %s)', i.t_success)
+      END END,
+      CASE WHEN i.t_error_message IS NOT NULL THEN CASE
+        WHEN i.t_error_message NOT IN ('string', 'null') THEN format('invalid_type|error_message: must be a string (got %s)', i.t_error_message)
+      END END,
+      CASE WHEN i.t_file_type IS NOT NULL THEN CASE
+        WHEN i.t_file_type NOT IN ('string', 'null') THEN format('invalid_type|file_type: must be a MIME type string (got %s)', i.t_file_type)
+        WHEN length(i.s_file_type) > 255 THEN 'too_long|file_type: at most 255 characters'
+        WHEN i.s_file_type !~ '^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$'
+          THEN 'invalid_value|file_type: must be a MIME type such as image/png'
+      END END,
+      CASE WHEN i.t_files IS NOT NULL THEN CASE
+        WHEN i.t_files IS NOT NULL AND i.t_files <> 'null' AND i.n_files IS NULL THEN format('invalid_type|files: must be a non-negative integer (got %s)', i.t_files)
+        WHEN i.n_files < 0 OR i.n_files <> trunc(i.n_files) OR i.n_files > 9223372036854775807 THEN 'out_of_range|files: must be a whole number from 0 to 9223372036854775807'
+      END END,
+      CASE WHEN i.t_bytes IS NOT NULL THEN CASE
+        WHEN i.t_bytes IS NOT NULL AND i.t_bytes <> 'null' AND i.n_bytes IS NULL THEN format('invalid_type|bytes: must be a non-negative integer (got %s)', i.t_bytes)
+        WHEN i.n_bytes < 0 OR i.n_bytes <> trunc(i.n_bytes) OR i.n_bytes > 9223372036854775807 THEN 'out_of_range|bytes: must be a whole number from 0 to 9223372036854775807'
+      END END,
+      CASE WHEN i.t_tokens_in IS NOT NULL THEN CASE
+        WHEN i.t_tokens_in IS NOT NULL AND i.t_tokens_in <> 'null' AND i.n_tokens_in IS NULL THEN format('invalid_type|tokens_in: must be a non-negative integer (got %s)', i.t_tokens_in)
+        WHEN i.n_tokens_in < 0 OR i.n_tokens_in <> trunc(i.n_tokens_in) OR i.n_tokens_in > 9223372036854775807 THEN 'out_of_range|tokens_in: must be a whole number from 0 to 9223372036854775807'
+      END END,
+      CASE WHEN i.t_tokens_out IS NOT NULL THEN CASE
+        WHEN i.t_tokens_out IS NOT NULL AND i.t_tokens_out <> 'null' AND i.n_tokens_out IS NULL THEN format('invalid_type|tokens_out: must be a non-negative integer (got %s)', i.t_tokens_out)
+        WHEN i.n_tokens_out < 0 OR i.n_tokens_out <> trunc(i.n_tokens_out) OR i.n_tokens_out > 9223372036854775807 THEN 'out_of_range|tokens_out: must be a whole number from 0 to 9223372036854775807'
+      END END,
+      CASE WHEN i.t_cached IS NOT NULL THEN CASE
+        WHEN i.t_cached NOT IN ('boolean', 'null') THEN format('invalid_type|cached: must be a boolean (got %s)', i.t_cached)
+      END END,
+      CASE WHEN i.t_cost_usd IS NOT NULL THEN CASE
+        WHEN i.t_cost_usd IS NOT NULL AND i.t_cost_usd <> 'null' AND i.n_cost_usd IS NULL THEN format('invalid_type|cost_usd: must be a decimal number or string (got %s)', i.t_cost_usd)
+        WHEN i.n_cost_usd < 0 OR round(i.n_cost_usd, 12) >= 1e12 THEN 'out_of_range|cost_usd: must be from 0 to 999999999999'
+      END END,
+      CASE WHEN i.t_potential_cost_usd IS NOT NULL THEN CASE
+        WHEN i.t_potential_cost_usd IS NOT NULL AND i.t_potential_cost_usd <> 'null' AND i.n_potential_cost_usd IS NULL THEN format('invalid_type|potential_cost_usd: must be a decimal number or string (got %s)', i.t_potential_cost_usd)
+        WHEN i.n_potential_cost_usd < 0 OR round(i.n_potential_cost_usd, 12) >= 1e12 THEN 'out_of_range|potential_cost_usd: must be from 0 to 999999999999'
+      END END,
+      CASE WHEN i.t_latency_ms IS NOT NULL THEN CASE
+        WHEN i.t_latency_ms IS NOT NULL AND i.t_latency_ms <> 'null' AND i.n_latency_ms IS NULL THEN format('invalid_type|latency_ms: must be a non-negative number (got %s)', i.t_latency_ms)
+        WHEN i.n_latency_ms < 0 OR i.n_latency_ms > 2147483647 THEN 'out_of_range|latency_ms: must be from 0 to 2147483647'
+      END END,
+      CASE WHEN i.t_quantity IS NOT NULL THEN CASE
+        WHEN i.t_quantity IS NOT NULL AND i.t_quantity <> 'null' AND i.n_quantity IS NULL THEN format('invalid_type|quantity: must be a decimal number or string (got %s)', i.t_quantity)
+        WHEN i.n_quantity < 0 OR round(i.n_quantity, 12) >= 1e12 THEN 'out_of_range|quantity: must be from 0 to 999999999999'
+      END END,
+      CASE WHEN i.t_idempotency_key IS NOT NULL THEN CASE
+        WHEN i.t_idempotency_key NOT IN ('string', 'null') THEN format('invalid_type|idempotency_key: must be a string (got %s)', i.t_idempotency_key)
+        WHEN i.s_idempotency_key = '' THEN 'invalid_value|idempotency_key: must not be empty'
+        WHEN length(i.s_idempotency_key) > 255 THEN 'too_long|idempotency_key: at most 255 characters'
+      END END,
+      CASE WHEN i.t_properties IS NOT NULL THEN CASE
+        WHEN i.t_properties NOT IN ('object', 'null') THEN format('invalid_type|properties: must be a JSON object (got %s)', i.t_properties)
+        WHEN i.t_properties = 'object' AND octet_length((i.e->'properties')::text) > l.properties_max_bytes
+          THEN format('too_large|properties: %s bytes, more than the limit of %s (setting ingest.properties_max_bytes)',
+                          octet_length((i.e->'properties')::text), l.properties_max_bytes)
+      END END
+    ) AS problem
     FROM items i CROSS JOIN limits l
   ),
   typed AS (
