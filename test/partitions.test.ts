@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
-import { createAccount, recordEvents, setSetting } from './helpers/ledger.ts';
+import { createAccount, recordEvents, recordEventsOn, setSetting } from './helpers/ledger.ts';
 import { as, createUser, service, user } from './helpers/personas.ts';
 
 let db: TestDatabase;
@@ -183,6 +183,43 @@ describe('ensure_partitions', () => {
       "FOR VALUES FROM ('2005-10-01 00:00:00+00') TO ('2005-11-01 00:00:00+00')",
       "FOR VALUES FROM ('2005-11-01 00:00:00+00') TO ('2005-12-01 00:00:00+00')",
     ]);
+  });
+
+  it('an insert that waited for the partition of its month being attached is stored, not refused', async () => {
+    const account = await createAccount(db.pool, 'Race');
+    // a row of 2006-01 waits in the default partition, so ensure_partitions will move it
+    await recordEvents(db.pool, [{ account_id: account, event_type: 'x', occurred_at: '2006-01-05T00:00:00Z' }]);
+    const holder = await db.pool.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('select tally.ensure_partitions()');
+      const { rows: pidRows } = await holder.query('select pg_backend_pid() as pid');
+      const writer = await db.pool.connect();
+      try {
+        const { rows: writerPid } = await writer.query('select pg_backend_pid() as pid');
+        const pending = recordEventsOn(writer, [
+          { account_id: account, event_type: 'x', occurred_at: '2006-01-06T00:00:00Z' },
+          { account_id: account, event_type: 'x' },
+        ]);
+        for (;;) {
+          const { rows } = await db.pool.query('select $2::int = any(pg_blocking_pids($1::int)) as blocked', [writerPid[0].pid, pidRows[0].pid]);
+          if (rows[0].blocked) break;
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        await holder.query('commit');
+        expect(await pending).toMatchObject({ accepted: 2, rejected: [] });
+      } finally {
+        writer.release();
+      }
+    } finally {
+      await holder.query('rollback').catch(() => undefined);
+      holder.release();
+    }
+    const { rows } = await db.pool.query(
+      "select tableoid::regclass::text as part, count(*)::int as n from tally.events where account_id = $1 and occurred_at < '2007-01-01' group by 1",
+      [account],
+    );
+    expect(rows).toEqual([{ part: 'tally.events_p2006_01', n: 2 }]);
   });
 
   it('refuses months_ahead outside 0..120', async () => {

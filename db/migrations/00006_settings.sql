@@ -46,7 +46,8 @@ DECLARE
   v_interval interval;
 BEGIN
   IF p_kind = 'integer' THEN
-    IF p_value IS NULL OR p_value !~ '^\s*[0-9]{1,18}\s*$' THEN
+    -- ASCII blanks only: \s also matches Unicode spaces, which the cast would refuse
+    IF p_value IS NULL OR p_value !~ '^[ \t\r\n]*[0-9]{1,18}[ \t\r\n]*$' THEN
       RETURN NULL;
     END IF;
     v_int := p_value::bigint;

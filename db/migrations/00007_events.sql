@@ -102,12 +102,12 @@ CREATE TABLE tally.rejected_events (
   -- was lost) refuses the same item again, and it is kept once
   idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 255)
 );
-CREATE UNIQUE INDEX rejected_events_retry_key ON tally.rejected_events (source, account_id, idempotency_key) NULLS NOT DISTINCT
+CREATE UNIQUE INDEX rejected_events_retry_key ON tally.rejected_events (source, account_id, idempotency_key)
   WHERE idempotency_key IS NOT NULL;
 CREATE INDEX rejected_events_account_idx ON tally.rejected_events (account_id, received_at) WHERE account_id IS NOT NULL;
 CREATE INDEX rejected_events_source_idx ON tally.rejected_events (source, item_index);
 COMMENT ON TABLE tally.rejected_events IS
-  'Every item ingestion refused, exactly as it was sent, with the stable code and the message naming the field. source says where it came from (record_events, import:<label>, meter:<table>); item_index is its position there (array index, or line number for imports). account_id is set when the item named a known account or key. An item with an idempotency key is kept once per source and account, however often a retry refuses it again.';
+  'Every item ingestion refused, exactly as it was sent, with the stable code and the message naming the field. source says where it came from (record_events, import:<label>, meter:<table>); item_index is its position there (array index, or line number for imports). account_id is set when the item named a known account or key. An item with an idempotency key and a known account is kept once per source, however often a retry refuses it again.';
 
 ALTER TABLE tally.rejected_events ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON TABLE tally.rejected_events FROM PUBLIC, anon, authenticated, service_role;

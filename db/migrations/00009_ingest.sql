@@ -19,13 +19,16 @@
 --   account_not_found, unknown_api_key, revoked_api_key, expired_api_key, account_mismatch
 
 -- A JSON number, or a string holding a plain decimal (as CSV and lossless money arrive),
--- as numeric; NULL for anything else. Inlinable: no SET clause, plain SQL.
+-- as numeric; NULL for anything else. Inlinable: no SET clause, plain SQL. Character
+-- classes are spelled out in ASCII ([0-9], [ \t\r\n]) throughout the validator: \d and \s
+-- also match non-ASCII digits and spaces (under ICU or Unicode locales), which the casts
+-- refuse, and one refused cast would abort the whole batch.
 CREATE FUNCTION tally._jnum(p_value jsonb) RETURNS numeric
   LANGUAGE sql IMMUTABLE
   AS $$
     select case pg_catalog.jsonb_typeof(p_value)
       when 'number' then p_value::numeric
-      when 'string' then case when (p_value #>> '{}') ~ '^\s*-?[0-9]{1,30}(\.[0-9]{1,30})?\s*$'
+      when 'string' then case when (p_value #>> '{}') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$'
                               then (p_value #>> '{}')::numeric end
     end
   $$;
@@ -68,7 +71,7 @@ CREATE FUNCTION tally._is_iso_timestamptz(p_value text) RETURNS boolean
       -- C collation: byte order, no locale), which costs far less per event than one regex
       -- with a range per field
       when length(p_value) > 40
-        or p_value !~ '^\d\d\d\d-\d\d-\d\d[Tt ]\d\d:\d\d(:\d\d(\.\d+)?)?([Zz]|[+-]\d\d(:?\d\d)?)$' then false
+        or p_value !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$' then false
       when substr(p_value, 1, 4) < '1970' COLLATE "C" or substr(p_value, 6, 2) not between ('01' COLLATE "C") and ('12' COLLATE "C")
         or substr(p_value, 9, 2) not between ('01' COLLATE "C") and ('31' COLLATE "C") or substr(p_value, 12, 2) > '23' COLLATE "C"
         or substr(p_value, 15, 2) > '59' COLLATE "C" or (substr(p_value, 17, 1) = ':' and substr(p_value, 18, 2) > '59' COLLATE "C") then false
@@ -358,8 +361,15 @@ CREATE FUNCTION tally._ingest(p_events jsonb, p_source text, p_index_base bigint
   SET plan_cache_mode = force_generic_plan
   AS $$
 DECLARE
-  v_result jsonb;
+  v_result  jsonb;
+  v_attempt integer;
 BEGIN
+  -- Two attempts: an insert routed to events_default that waited while ensure_partitions
+  -- attached the partition for its month fails the default partition's new constraint
+  -- (23514). Nothing of the attempt survives (its subtransaction rolls back), and the next
+  -- statement routes the rows to the new partition.
+  FOR v_attempt IN 1..2 LOOP
+  BEGIN
   WITH parsed AS MATERIALIZED (
     SELECT * FROM tally._parse_events(p_events, p_index_base)
   ),
@@ -372,6 +382,7 @@ BEGIN
                  AND length(p.payload ->> 'idempotency_key') BETWEEN 1 AND 255
                 THEN p.payload ->> 'idempotency_key' END
     FROM parsed p WHERE p.code IS NOT NULL
+    ORDER BY 1, 7  -- the unique index's order, so concurrent calls never deadlock on it
     ON CONFLICT (source, account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   ),
   first_of_key AS (
@@ -414,6 +425,12 @@ BEGIN
                                              ORDER BY p.item_index) FROM parsed p WHERE p.code IS NOT NULL), '[]'::jsonb))
   INTO v_result;
   RETURN v_result;
+  EXCEPTION WHEN check_violation THEN
+    IF v_attempt = 2 THEN
+      RAISE;
+    END IF;
+  END;
+  END LOOP;
 END
 $$;
 COMMENT ON FUNCTION tally._ingest(jsonb, text, bigint) IS

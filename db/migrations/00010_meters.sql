@@ -49,12 +49,12 @@ CREATE FUNCTION tally._meter_field_accepts(p_field text, p_type regtype) RETURNS
       when p_field in ('cost_usd', 'potential_cost_usd', 'quantity')
         then p_type in ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype)
       when p_field in ('success', 'cached') then p_type = 'boolean'::regtype
-      when p_field = 'properties' then p_type in ('jsonb'::regtype, 'json'::regtype)
+      when p_field = 'properties' then p_type = 'jsonb'::regtype
       else false
     end
   $$;
 COMMENT ON FUNCTION tally._meter_field_accepts(text, regtype) IS
-  'True when a column of type p_type may feed event field p_field: uuid or text for tenants, timestamptz for occurred_at (a timestamp without time zone is ambiguous), exact numbers for counts and money, boolean, json/jsonb for properties.';
+  'True when a column of type p_type may feed event field p_field: uuid or text for tenants, timestamptz for occurred_at (a timestamp without time zone is ambiguous), exact numbers for counts and money, boolean, jsonb for properties (a json value may hold \u0000, which no event can).';
 REVOKE ALL ON FUNCTION tally._meter_field_accepts(text, regtype) FROM PUBLIC, anon, authenticated, service_role;
 
 -- The trigger: one call per INSERT statement, whatever its number of rows.
@@ -63,6 +63,7 @@ CREATE FUNCTION tally.tg_meter__insert() RETURNS trigger
   SECURITY DEFINER
   SET search_path = ''
   SET jit = off
+  SET TimeZone = 'UTC'
   AS $$
 DECLARE
   v_meter  tally.meters;
