@@ -513,31 +513,29 @@ CREATE FUNCTION tally.record_event(p_event jsonb)
   SET plan_cache_mode = force_generic_plan
   AS $$
 DECLARE
-  v_item   record;
-  v_result jsonb;
-  v_when   timestamptz;
+  v_result  jsonb;
+  v_account uuid;
+  v_key     text := p_event ->> 'idempotency_key';
+  v_when    timestamptz;
 BEGIN
-  SELECT p.code, p.message, p.account_id, p.idempotency_key INTO v_item
-  FROM tally._parse_events(jsonb_build_array(p_event)) p;
-  IF v_item.code IS NOT NULL THEN
-    PERFORM tally._raise(v_item.code, tally._reject_sqlstate(v_item.code), v_item.message);
-  END IF;
-
   v_result := tally._ingest(jsonb_build_array(p_event), 'record_event', 0);
-  IF (v_result->>'accepted')::int = 1 THEN
-    -- this session drew exactly one id from the events identity just now
-    RETURN QUERY SELECT currval(pg_get_serial_sequence('tally.events', 'id')), false;
-  ELSIF (v_result->>'duplicates')::int = 1 THEN
-    SELECT k.occurred_at INTO v_when FROM tally.idempotency_keys k
-    WHERE k.account_id = v_item.account_id AND k.idempotency_key = v_item.idempotency_key;
-    RETURN QUERY
-      SELECT e.id, true FROM tally.events e
-      WHERE e.account_id = v_item.account_id AND e.occurred_at = v_when AND e.idempotency_key = v_item.idempotency_key
-      ORDER BY e.id LIMIT 1;
-  ELSE
-    -- refused between the check above and the insert (e.g. its key was revoked meanwhile)
+  IF jsonb_array_length(v_result -> 'rejected') > 0 THEN
+    -- raising also undoes the dead letter _ingest wrote: the caller has the error instead
     PERFORM tally._raise(v_result->'rejected'->0->>'code', tally._reject_sqlstate(v_result->'rejected'->0->>'code'),
                          v_result->'rejected'->0->>'message');
+  ELSIF (v_result->>'accepted')::int = 1 THEN
+    -- this session drew exactly one id from the events identity just now
+    RETURN QUERY SELECT currval(pg_get_serial_sequence('tally.events', 'id')), false;
+  ELSE
+    -- a duplicate: the event is valid, so its tenant fields are well-formed UUIDs
+    v_account := coalesce((p_event ->> 'account_id')::uuid,
+                          (SELECT k.account_id FROM tally.api_keys k WHERE k.id = (p_event ->> 'api_key_id')::uuid));
+    SELECT k.occurred_at INTO v_when FROM tally.idempotency_keys k
+    WHERE k.account_id = v_account AND k.idempotency_key = v_key;
+    RETURN QUERY
+      SELECT e.id, true FROM tally.events e
+      WHERE e.account_id = v_account AND e.occurred_at = v_when AND e.idempotency_key = v_key
+      ORDER BY e.id LIMIT 1;
   END IF;
 END
 $$;
