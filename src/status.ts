@@ -3,6 +3,7 @@
  * Read-only: it never installs or migrates anything.
  */
 import pg from 'pg';
+import { z } from 'zod';
 import { TallyError, errorMessage } from './errors.ts';
 import { migrationFiles, readSchemaVersion } from './migrate.ts';
 import { SCHEDULED_JOBS } from './schedules.ts';
@@ -36,6 +37,15 @@ export interface LedgerStatus {
   rejectedLastDay: number;
 }
 
+export interface RollupStatus {
+  watermark: number;
+  newestEventId: number;
+  pendingEvents: number;
+  oldestPendingAgeSeconds: number | null;
+  lastRunFinishedAt: Date | null;
+  lastRunEvents: number | null;
+}
+
 export interface Status {
   /** Why the worker state could not be read (e.g. pg-boss's schema needs an upgrade). */
   workerError?: string | undefined;
@@ -46,6 +56,8 @@ export interface Status {
   jobs: JobStatus[];
   /** The events ledger, once migration 7 is installed. */
   ledger?: LedgerStatus | undefined;
+  /** The rollups, once migration 11 is installed. */
+  rollups?: RollupStatus | undefined;
 }
 
 interface JobRunRow {
@@ -69,6 +81,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
   let runs = new Map<string, JobRunRow>();
   let bossInstalled = false;
   let ledger: LedgerStatus | undefined;
+  let rollups: RollupStatus | undefined;
   try {
     schemaVersion = await readSchemaVersion(client);
     if (schemaVersion !== undefined && schemaVersion >= 3) {
@@ -76,6 +89,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
       runs = new Map(rows.map((r) => [r.job, r]));
     }
     if (schemaVersion !== undefined && schemaVersion >= 7) ledger = await readLedgerStatus(client);
+    if (schemaVersion !== undefined && schemaVersion >= 11) rollups = await readRollupStatus(client);
     const { rows } = await client.query<{ installed: boolean }>('select to_regclass($1) is not null as installed', [`${BOSS_SCHEMA}.version`]);
     bossInstalled = rows[0]?.installed ?? false;
   } finally {
@@ -120,7 +134,29 @@ export async function readStatus(connectionString: string): Promise<Status> {
       lastError: run?.last_error ?? undefined,
     };
   });
-  return { workerError, schemaVersion, latestVersion, pendingMigrations, workers, jobs, ledger };
+  return { workerError, schemaVersion, latestVersion, pendingMigrations, workers, jobs, ledger, rollups };
+}
+
+const rollupStatusRow = z.object({
+  watermark: z.coerce.number(),
+  newest_event_id: z.coerce.number(),
+  pending_events: z.coerce.number(),
+  oldest_pending_age_seconds: z.number().nullable(),
+  last_run_finished_at: z.string().nullable(),
+  last_run_events: z.coerce.number().nullable(),
+});
+
+async function readRollupStatus(client: pg.Client): Promise<RollupStatus> {
+  const { rows } = await client.query<{ s: unknown }>('select tally.rollup_status() as s');
+  const r = rollupStatusRow.parse(rows[0]?.s);
+  return {
+    watermark: r.watermark,
+    newestEventId: r.newest_event_id,
+    pendingEvents: r.pending_events,
+    oldestPendingAgeSeconds: r.oldest_pending_age_seconds,
+    lastRunFinishedAt: r.last_run_finished_at === null ? null : new Date(r.last_run_finished_at),
+    lastRunEvents: r.last_run_events,
+  };
 }
 
 async function readLedgerStatus(client: pg.Client): Promise<LedgerStatus> {
@@ -169,6 +205,14 @@ export function formatStatus(status: Status, database: string): string {
           ? `${defaultPartitionRows} events in the default partition (run \`select tally.ensure_partitions()\`)`
           : 'default partition empty') +
         `; ${rejectedLastDay} rejected in the last 24 h (tally.rejected_events)`,
+    );
+  }
+  if (status.rollups) {
+    const r = status.rollups;
+    lines.push(
+      `rollups:   watermark ${r.watermark} of ${r.newestEventId}; ${r.pendingEvents} events pending` +
+        (r.oldestPendingAgeSeconds === null ? '' : ` (oldest ${Math.round(r.oldestPendingAgeSeconds)} s)`) +
+        (r.lastRunFinishedAt ? `; last run ${ago(r.lastRunFinishedAt)} (${r.lastRunEvents ?? 0} events)` : '; never run (`select tally.run_rollups()`)'),
     );
   }
   lines.push('schedules:');

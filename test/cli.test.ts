@@ -72,6 +72,8 @@ describe('tally CLI', () => {
     expect(parsed.ledger.partitionedThrough).toMatch(/^\d{4}-\d{2}$/);
     const text = await runCli(['status'], env);
     expect(text.stdout).toMatch(/ledger: +partitions through \d{4}-\d{2}; default partition empty; 0 rejected/);
+    expect(text.stdout).toMatch(/rollups: +watermark 0 of 0; 0 events pending; never run/);
+    expect(parsed.rollups).toMatchObject({ watermark: 0, pendingEvents: 0, lastRunFinishedAt: null });
 
     service.child.kill('SIGTERM');
     expect(await service.exited).toBe(0);

@@ -20,9 +20,13 @@ select jsonb_build_object(
   'constraints', (select jsonb_agg(jsonb_build_array(r.relname, co.conname, pg_get_constraintdef(co.oid)) order by r.relname, co.conname)
                   from tally_rels r join pg_constraint co on co.conrelid = r.oid),
   'indexes', (select jsonb_agg(jsonb_build_array(indexname, indexdef) order by indexname) from pg_indexes where schemaname = 'tally'),
-  'functions', (select jsonb_agg(jsonb_build_array(p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proacl::text,
-                                                   obj_description(p.oid, 'pg_proc')) order by p.oid::regprocedure::text)
-                from pg_proc p where p.pronamespace in ('tally'::regnamespace, 'auth'::regnamespace)),
+  'functions', (select jsonb_agg(jsonb_build_array(p.oid::regprocedure::text,
+                                                   case when p.prokind = 'a'
+                                                        then format('aggregate sfunc %s stype %s', ag.aggtransfn::regproc, ag.aggtranstype::regtype)
+                                                        else pg_get_functiondef(p.oid) end,
+                                                   p.proacl::text, obj_description(p.oid, 'pg_proc')) order by p.oid::regprocedure::text)
+                from pg_proc p left join pg_aggregate ag on ag.aggfnoid = p.oid
+                where p.pronamespace in ('tally'::regnamespace, 'auth'::regnamespace)),
   'policies', (select jsonb_agg(to_jsonb(p) order by tablename, policyname) from pg_policies p where schemaname = 'tally'),
   'triggers', (select jsonb_agg(jsonb_build_array(tgrelid::regclass::text, tgname, pg_get_triggerdef(oid)) order by 1, 2)
                from pg_trigger where not tgisinternal and tgrelid in (select oid from tally_rels)),

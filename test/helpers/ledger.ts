@@ -57,9 +57,9 @@ function expect1(rows: unknown[]): void {
 }
 
 /** A new account (as a service), optionally owned by a user; returns its id. */
-export async function createAccount(pool: pg.Pool, name = 'Acme', ownerId: string | null = null): Promise<string> {
+export async function createAccount(pool: pg.Pool, name = 'Acme', ownerId: string | null = null, timezone = 'UTC'): Promise<string> {
   const { rows } = await as(pool, service, (c) =>
-    c.query('select id from tally.create_account(p_name => $1::text, p_owner_id => $2::uuid)', [name, ownerId]),
+    c.query('select id from tally.create_account(p_name => $1::text, p_owner_id => $2::uuid, p_timezone => $3::text)', [name, ownerId, timezone]),
   );
   return z.uuid().parse(rows[0]?.id);
 }

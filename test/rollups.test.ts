@@ -1,0 +1,282 @@
+/**
+ * Incremental rollups: tally.run_rollups folds events into hourly (UTC), daily and monthly
+ * (account time zone) aggregates exactly once, whatever the chunking, an open inserting
+ * transaction, a second concurrent run or a run killed before it commits.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
+import { createAccount, recordEvents, recordEventsOn, setSetting } from './helpers/ledger.ts';
+import { as, createUser, service, user } from './helpers/personas.ts';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await migratedDatabase();
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+const METRICS = `count(*)::bigint as requests, count(*) filter (where success)::bigint as successful,
+  count(*) filter (where not success)::bigint as failed, count(*) filter (where cached)::bigint as cached,
+  coalesce(sum(files), 0)::numeric as files, coalesce(sum(bytes), 0)::numeric as bytes,
+  coalesce(sum(tokens_in), 0)::numeric as tokens_in, coalesce(sum(tokens_out), 0)::numeric as tokens_out,
+  coalesce(sum(cost_usd), 0)::numeric as cost_usd, coalesce(sum(potential_cost_usd), 0)::numeric as potential_cost_usd,
+  sum(quantity)::numeric as quantity, count(latency_ms)::bigint as latency_count,
+  coalesce(sum(latency_ms), 0)::numeric as latency_sum, max(latency_ms) as latency_max`;
+const DIMS = 'account_id, api_key_id, event_type, provider, model, endpoint, file_type';
+const AGG_COLUMNS = `${DIMS}, requests, successful, failed, cached, files, bytes, tokens_in, tokens_out, cost_usd,
+  potential_cost_usd, quantity, latency_count, latency_sum, latency_max`;
+
+/** Each grain computed straight from the events, to compare with the rollup tables. */
+const DIRECT = {
+  usage_hourly: `select date_trunc('hour', e.occurred_at, 'UTC')::text as bucket, ${DIMS.replace(/(\w+)/g, 'e.$1')}, ${METRICS}
+    from tally.events e where e.account_id = any($1::uuid[]) group by 1, ${DIMS.replace(/(\w+)/g, 'e.$1')}`,
+  usage_daily: `select (e.occurred_at at time zone a.timezone)::date::text as bucket, ${DIMS.replace(/(\w+)/g, 'e.$1')}, ${METRICS}
+    from tally.events e join tally.accounts a on a.id = e.account_id where e.account_id = any($1::uuid[]) group by 1, ${DIMS.replace(/(\w+)/g, 'e.$1')}`,
+  usage_monthly: `select date_trunc('month', (e.occurred_at at time zone a.timezone))::date::text as bucket, ${DIMS.replace(/(\w+)/g, 'e.$1')}, ${METRICS}
+    from tally.events e join tally.accounts a on a.id = e.account_id where e.account_id = any($1::uuid[]) group by 1, ${DIMS.replace(/(\w+)/g, 'e.$1')}`,
+} as const;
+
+async function expectRollupsMatchEvents(accounts: string[]): Promise<void> {
+  for (const [table, direct] of Object.entries(DIRECT)) {
+    const order = `order by bucket, ${DIMS}`;
+    const expected = (await db.pool.query(`select * from (${direct}) d ${order}`, [accounts])).rows;
+    const actual = (
+      await db.pool.query(`select bucket::text as bucket, ${AGG_COLUMNS} from tally.${table} where account_id = any($1::uuid[]) ${order}`, [accounts])
+    ).rows;
+    expect(actual, table).toEqual(expected);
+    // every histogram counts exactly the events with a latency
+    const bad = await db.pool.query(
+      `select count(*)::int as n from tally.${table} where account_id = any($1::uuid[])
+        and (select sum(x) from unnest(latency_hist) x) <> latency_count`,
+      [accounts],
+    );
+    expect(bad.rows[0].n, `${table} histograms`).toBe(0);
+  }
+}
+
+async function runRollups(maxEvents: number | null = null, client: pg.Pool | pg.PoolClient = db.pool) {
+  const { rows } = await client.query('select tally.run_rollups(p_max_events => $1::bigint) as r', [maxEvents]);
+  return rows[0].r as { events: number; watermark: number; more: boolean; skipped?: boolean; waiting_for_pids?: number[] };
+}
+
+async function drain(maxEvents: number | null = null): Promise<number> {
+  let calls = 0;
+  for (;;) {
+    calls++;
+    const r = await runRollups(maxEvents);
+    if (!r.more) return calls;
+  }
+}
+
+/** n events for the account spread over the last days, with every kind of metric. */
+function events(account: string, n: number, seed = 0) {
+  return Array.from({ length: n }, (_, i) => {
+    const k = i + seed;
+    return {
+      account_id: account,
+      event_type: ['api_request', 'llm_call', 'file_upload'][k % 3],
+      occurred_at: new Date(Date.now() - (k % 97) * 3_541_000).toISOString(),
+      provider: k % 3 === 1 ? ['openai', 'anthropic'][k % 2] : undefined,
+      model: k % 3 === 1 ? 'm-' + (k % 4) : undefined,
+      endpoint: k % 3 === 0 ? `/v1/items/${k % 5}` : undefined,
+      file_type: k % 3 === 2 ? ['image/png', 'text/csv'][k % 2] : undefined,
+      status_code: [200, 201, 404, 503][k % 4],
+      bytes: k % 3 === 2 ? 1000 + k : undefined,
+      files: k % 3 === 2 ? 1 : undefined,
+      tokens_in: k % 3 === 1 ? 100 + k : undefined,
+      tokens_out: k % 3 === 1 ? 10 + (k % 50) : undefined,
+      cost_usd: k % 3 === 1 ? `0.000${k % 1000}` : undefined,
+      cached: k % 7 === 0,
+      latency_ms: k % 11 === 0 ? undefined : (k * 37) % 5000,
+      quantity: k % 5 === 0 ? '2.5' : undefined,
+    };
+  });
+}
+
+describe('run_rollups', () => {
+  it('folds events into hourly, daily and monthly buckets equal to a direct GROUP BY, once', async () => {
+    const kolkata = await createAccount(db.pool, 'Kolkata', null, 'Asia/Kolkata');
+    const newYork = await createAccount(db.pool, 'New York', null, 'America/New_York');
+    expect(await recordEvents(db.pool, [...events(kolkata, 400), ...events(newYork, 400, 7)])).toMatchObject({ accepted: 800 });
+    await drain();
+    await expectRollupsMatchEvents([kolkata, newYork]);
+
+    // nothing new: a run changes nothing
+    const again = await runRollups();
+    expect(again).toMatchObject({ events: 0, more: false });
+    await expectRollupsMatchEvents([kolkata, newYork]);
+
+    // late events (days in the past) land in their own buckets on the next run
+    const late = events(kolkata, 30, 1000).map((e, i) => ({ ...e, occurred_at: new Date(Date.now() - (40 + i) * 86_400_000).toISOString() }));
+    expect(await recordEvents(db.pool, late)).toMatchObject({ accepted: 30 });
+    expect(await runRollups()).toMatchObject({ events: 30 });
+    await expectRollupsMatchEvents([kolkata, newYork]);
+  });
+
+  it('days and months follow the account time zone across a DST change', async () => {
+    const kolkata = await createAccount(db.pool, 'IST', null, 'Asia/Kolkata');
+    const newYork = await createAccount(db.pool, 'NYC', null, 'America/New_York');
+    await recordEvents(db.pool, [
+      // 23:59 and 00:01 in Kolkata (UTC+5:30), on both sides of local midnight
+      { account_id: kolkata, event_type: 'x', occurred_at: '2025-03-31T18:29:00Z' },
+      { account_id: kolkata, event_type: 'x', occurred_at: '2025-03-31T18:31:00Z' },
+      // 01:30 EDT and 01:30 EST on 2025-11-02, the day New York falls back; then 23:30 EST
+      { account_id: newYork, event_type: 'x', occurred_at: '2025-11-02T05:30:00Z' },
+      { account_id: newYork, event_type: 'x', occurred_at: '2025-11-02T06:30:00Z' },
+      { account_id: newYork, event_type: 'x', occurred_at: '2025-11-03T04:30:00Z' },
+      // March 1st in UTC, still February 28th (23:59 EST) in New York
+      { account_id: newYork, event_type: 'x', occurred_at: '2025-03-01T04:59:00Z' },
+    ]);
+    await drain();
+    const daily = await db.pool.query(
+      'select account_id, bucket::text, requests::int from tally.usage_daily where account_id = any($1::uuid[]) order by account_id = $2 desc, bucket',
+      [[kolkata, newYork], kolkata],
+    );
+    expect(daily.rows.map((r) => [r.account_id === kolkata ? 'IST' : 'NYC', r.bucket, r.requests])).toEqual([
+      ['IST', '2025-03-31', 1],
+      ['IST', '2025-04-01', 1],
+      ['NYC', '2025-02-28', 1],
+      ['NYC', '2025-11-02', 3],
+    ]);
+    const monthly = await db.pool.query(
+      'select account_id, bucket::text, requests::int from tally.usage_monthly where account_id = any($1::uuid[]) order by account_id = $2 desc, bucket',
+      [[kolkata, newYork], kolkata],
+    );
+    expect(monthly.rows.map((r) => [r.account_id === kolkata ? 'IST' : 'NYC', r.bucket, r.requests])).toEqual([
+      ['IST', '2025-03-01', 1],
+      ['IST', '2025-04-01', 1],
+      ['NYC', '2025-02-01', 1],
+      ['NYC', '2025-11-01', 3],
+    ]);
+  });
+
+  it('a backlog folded in small chunks gives the same aggregates as one run', async () => {
+    const account = await createAccount(db.pool, 'Chunks');
+    await drain();
+    await recordEvents(db.pool, events(account, 500, 3));
+    const first = await runRollups(50);
+    expect(first).toMatchObject({ more: true });
+    expect(first.events).toBeLessThanOrEqual(50);
+    const calls = await drain(50);
+    expect(calls).toBeGreaterThanOrEqual(9);
+    await expectRollupsMatchEvents([account]);
+  });
+
+  it('a run killed before it commits leaves nothing; the next run folds everything once', async () => {
+    const account = await createAccount(db.pool, 'Killed');
+    await drain();
+    await recordEvents(db.pool, events(account, 120, 5));
+    const victim = await db.pool.connect();
+    victim.on('error', () => undefined);
+    const { rows } = await victim.query('select pg_backend_pid() as pid');
+    await victim.query('begin');
+    expect(await runRollups(null, victim)).toMatchObject({ events: 120 });
+    await db.pool.query('select pg_terminate_backend($1)', [rows[0].pid]);
+    victim.release(true);
+    expect((await db.pool.query('select count(*)::int as n from tally.usage_hourly where account_id = $1', [account])).rows[0].n).toBe(0);
+    expect(await runRollups()).toMatchObject({ events: 120 });
+    await expectRollupsMatchEvents([account]);
+  });
+
+  it('a second run at the same time returns without work', async () => {
+    const first = await db.pool.connect();
+    try {
+      await first.query('begin');
+      await runRollups(null, first);
+      expect(await runRollups()).toMatchObject({ skipped: true });
+      await first.query('commit');
+    } finally {
+      first.release();
+    }
+  });
+
+  it('waits for a transaction still inserting into its window, and counts its event once after commit', async () => {
+    const account = await createAccount(db.pool, 'In flight');
+    await drain();
+    const holder = await db.pool.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('set local role service_role');
+      expect(await recordEventsOn(holder, [{ account_id: account, event_type: 'slow', idempotency_key: 'in-flight' }])).toMatchObject({ accepted: 1 });
+      // an event committed after the open one, with a higher id
+      await recordEvents(db.pool, [{ account_id: account, event_type: 'fast' }]);
+
+      // with a short wait the run gives up, says whom it waited for, and folds nothing
+      await setSetting(db.pool, 'rollups.max_wait', '200 milliseconds');
+      const { rows: holderPid } = await holder.query('select pg_backend_pid() as pid');
+      expect(await runRollups()).toMatchObject({ events: 0, more: true, waiting_for_pids: [holderPid[0].pid] });
+      await setSetting(db.pool, 'rollups.max_wait', null);
+
+      // with the default wait, the run blocks until the holder commits, then folds both
+      const runner = await db.pool.connect();
+      try {
+        const { rows: runnerPid } = await runner.query('select pg_backend_pid() as pid');
+        const pending = runRollups(null, runner);
+        for (;;) {
+          const { rows } = await db.pool.query("select wait_event from pg_stat_activity where pid = $1 and state = 'active'", [runnerPid[0].pid]);
+          if (rows[0]?.wait_event === 'PgSleep') break;
+          await sleep(10);
+        }
+        await holder.query('commit');
+        expect(await pending).toMatchObject({ events: 2, more: false });
+      } finally {
+        runner.release();
+      }
+    } finally {
+      await holder.query('rollback').catch(() => undefined);
+      holder.release();
+    }
+    const { rows } = await db.pool.query(
+      "select event_type, requests::int from tally.usage_hourly where account_id = $1 order by event_type",
+      [account],
+    );
+    expect(rows).toEqual([
+      { event_type: 'fast', requests: 1 },
+      { event_type: 'slow', requests: 1 },
+    ]);
+    expect(await runRollups()).toMatchObject({ events: 0 });
+  });
+
+  it('rollup_status reports the watermark, the pending tail and the last run', async () => {
+    const account = await createAccount(db.pool, 'Status');
+    await drain();
+    await recordEvents(db.pool, events(account, 25, 11));
+    const before = (await db.pool.query('select tally.rollup_status() as s')).rows[0].s;
+    expect(before).toMatchObject({ pending_events: 25 });
+    expect(before.newest_event_id - before.watermark).toBeGreaterThanOrEqual(25);
+    expect(before.oldest_pending_age_seconds).toBeGreaterThanOrEqual(0);
+    await runRollups();
+    const after = (await db.pool.query('select tally.rollup_status() as s')).rows[0].s;
+    expect(after).toMatchObject({ pending_events: 0, oldest_pending_age_seconds: null, last_run_events: 25, watermark: after.newest_event_id });
+    expect(after.runs).toBeGreaterThan(before.runs);
+  });
+
+  it('refuses REPEATABLE READ and a bad max_events', async () => {
+    const client = await db.pool.connect();
+    try {
+      await client.query('begin isolation level repeatable read');
+      await expect(runRollups(null, client)).rejects.toMatchObject({ code: '22023', hint: 'invalid_parameter' });
+      await client.query('rollback');
+    } finally {
+      client.release();
+    }
+    await expect(runRollups(0)).rejects.toMatchObject({ code: '22023', hint: 'invalid_parameter' });
+  });
+
+  it('members read their own accounts\' aggregates only; users cannot run rollups', async () => {
+    const [alice, bob] = [await createUser(db.pool), await createUser(db.pool)];
+    const mine = await createAccount(db.pool, 'Mine', alice);
+    const theirs = await createAccount(db.pool, 'Theirs', bob);
+    await recordEvents(db.pool, [...events(mine, 10), ...events(theirs, 10)]);
+    await drain();
+    for (const table of ['usage_hourly', 'usage_daily', 'usage_monthly']) {
+      const seen = await as(db.pool, user(alice), (c) => c.query(`select distinct account_id from tally.${table}`));
+      expect(seen.rows, table).toEqual([{ account_id: mine }]);
+    }
+    await expect(as(db.pool, user(alice), (c) => c.query('select tally.run_rollups()'))).rejects.toMatchObject({ code: '42501' });
+    await expect(as(db.pool, service, (c) => c.query('select tally.run_rollups()'))).resolves.toBeDefined();
+  });
+});
