@@ -6,8 +6,15 @@
 export interface ScheduledJob {
   /** pg-boss queue name and tally.job_runs key. */
   name: string;
-  /** Five-field cron expression (UTC). */
-  cron: string;
+  /** Five-field cron expression (UTC); cron cannot go below one minute. */
+  cron?: string;
+  /**
+   * Instead of cron: the tally.settings interval (e.g. 'rollups.interval') at which every
+   * worker offers the job; pg-boss keeps one job per interval slot across all workers.
+   */
+  everySetting?: string;
+  /** Run the statement again while its result says `more: true` (a backlog in chunks). */
+  repeatWhileMore?: boolean;
   /** The statement the job runs; it returns one row with one jsonb column `result`. */
   sql: string;
   /** Longest a run may take before pg-boss considers it expired. */
@@ -36,5 +43,13 @@ export const SCHEDULED_JOBS: readonly ScheduledJob[] = [
     sql: 'select tally.purge_idempotency_keys() as result',
     expireInSeconds: 1800,
     description: 'forgets idempotency keys older than the setting ingest.idempotency_retention (default 7 days)',
+  },
+  {
+    name: 'tally-rollups',
+    everySetting: 'rollups.interval',
+    repeatWhileMore: true,
+    sql: 'select tally.run_rollups() as result',
+    expireInSeconds: 900,
+    description: 'folds new events into usage_hourly, usage_daily and usage_monthly (every rollups.interval, default 10 s)',
   },
 ];

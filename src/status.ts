@@ -125,8 +125,9 @@ export async function readStatus(connectionString: string): Promise<Status> {
     const run = runs.get(job.name);
     return {
       name: job.name,
-      cron: schedules.get(job.name),
-      scheduled: schedules.has(job.name),
+      cron: job.everySetting ? `every ${job.everySetting}` : schedules.get(job.name),
+      // an interval job is offered by every running worker rather than by a cron schedule
+      scheduled: job.everySetting ? workers.some((w) => w.live) : schedules.has(job.name),
       runs: Number(run?.runs ?? 0),
       failures: Number(run?.failures ?? 0),
       lastFinishedAt: run?.last_finished_at ?? undefined,
@@ -220,7 +221,7 @@ export function formatStatus(status: Status, database: string): string {
     const last = job.lastFinishedAt
       ? `last run ${ago(job.lastFinishedAt)} ${job.lastOk ? 'ok' : `FAILED: ${job.lastError ?? ''}`}`
       : 'never run';
-    lines.push(`  ${job.name.padEnd(18)} ${(job.cron ?? 'not scheduled').padEnd(12)} ${last} (${job.runs} runs, ${job.failures} failed)`);
+    lines.push(`  ${job.name.padEnd(29)} ${(job.cron ?? 'not scheduled').padEnd(22)} ${last} (${job.runs} runs, ${job.failures} failed)`);
   }
   return lines.join('\n');
 }

@@ -57,8 +57,18 @@ async function runJob(pool: pg.Pool, job: ScheduledJob, running: Set<number>): P
   let failure: unknown;
   try {
     try {
-      const { rows } = await client.query<{ result: unknown }>(job.sql);
-      result = rows[0]?.result ?? null;
+      // A job that works through a backlog in chunks runs again while it reports more,
+      // within its expiry (each call is its own transaction).
+      const budgetEnds = startedAt.getTime() + job.expireInSeconds * 500;
+      for (let calls = 1; ; calls++) {
+        const { rows } = await client.query<{ result: unknown }>(job.sql);
+        result = rows[0]?.result ?? null;
+        const more = (result as { more?: unknown } | null)?.more === true;
+        if (!job.repeatWhileMore || !more || Date.now() > budgetEnds) {
+          if (job.repeatWhileMore && calls > 1 && result && typeof result === 'object') result = { ...result, calls };
+          break;
+        }
+      }
     } catch (err) {
       failure = err;
     }
@@ -88,12 +98,24 @@ async function cancelRunning(connectionString: string, running: Set<number>): Pr
   }
 }
 
+/** The seconds of an interval setting (e.g. rollups.interval), read from tally.settings. */
+async function intervalSetting(pool: pg.Pool, name: string): Promise<number> {
+  const { rows } = await pool.query<{ seconds: string | null }>(
+    'select extract(epoch from value::interval)::text as seconds from tally.settings where name = $1',
+    [name],
+  );
+  const seconds = Number(rows[0]?.seconds);
+  if (!Number.isFinite(seconds) || seconds < 1) throw new Error(`setting ${name} is missing or below 1 second`);
+  return seconds;
+}
+
 export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const log = options.log ?? (() => undefined);
   const pool = new pg.Pool({ connectionString: options.connectionString, max: 2, application_name: WORKER_NAME });
   pool.on('error', (err) => log(`worker pool: ${err.message}`));
   const boss = createBoss(options.connectionString, 'worker');
   const running = new Set<number>();
+  const timers: NodeJS.Timeout[] = [];
   boss.on('error', (err: Error) => log(`pg-boss: ${err.message}`));
 
   try {
@@ -102,7 +124,19 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       // createQueue keeps an existing queue as it is; updateQueue applies changed settings.
       await boss.createQueue(job.name, { policy: 'stately', retryLimit: 0, expireInSeconds: job.expireInSeconds });
       await boss.updateQueue(job.name, { retryLimit: 0, expireInSeconds: job.expireInSeconds });
-      await boss.schedule(job.name, job.cron, null, { tz: 'UTC' });
+      if (job.cron) await boss.schedule(job.name, job.cron, null, { tz: 'UTC' });
+      if (job.everySetting) {
+        // Cron stops at one minute. Every worker offers the job each interval; pg-boss keeps
+        // one per interval slot across all of them, the stately queue one waiting and one
+        // running, and the SQL itself refuses a second concurrent run.
+        const seconds = await intervalSetting(pool, job.everySetting);
+        const offer = () =>
+          void boss.sendThrottled(job.name, null, null, seconds, job.name).catch((err: Error) => log(`job ${job.name}: ${err.message}`));
+        offer();
+        const timer = setInterval(offer, seconds * 1000);
+        timer.unref();
+        timers.push(timer);
+      }
       await boss.work(job.name, { pollingIntervalSeconds: 2 }, async () => {
         try {
           return await runJob(pool, job, running);
@@ -113,6 +147,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       });
     }
   } catch (err) {
+    for (const timer of timers) clearInterval(timer);
     await boss.stop({ graceful: false }).catch(() => undefined);
     await pool.end().catch(() => undefined);
     throw err;
@@ -128,6 +163,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     },
     stop(timeoutMs = 30_000) {
       stopping ??= (async () => {
+        for (const timer of timers) clearInterval(timer);
         const deadline = Date.now() + timeoutMs;
         await boss.stop({ graceful: true, timeout: timeoutMs });
         // Jobs still running past the deadline are cancelled, so stop() keeps its promise.

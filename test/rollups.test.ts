@@ -254,6 +254,30 @@ describe('run_rollups', () => {
     expect(after.runs).toBeGreaterThan(before.runs);
   });
 
+  it('the worker runs the rollups on its own, every rollups.interval', async () => {
+    const { startWorker } = await import('../src/worker.ts');
+    const account = await createAccount(db.pool, 'Worker');
+    await setSetting(db.pool, 'rollups.interval', '1 second');
+    const worker = await startWorker({ connectionString: db.url });
+    try {
+      await recordEvents(db.pool, events(account, 50, 13));
+      // wait (not a timing assertion: the deadline only bounds a hang) for the worker's run
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const { rows } = await db.pool.query('select tally.rollup_status() as s');
+        if (rows[0].s.pending_events === 0) break;
+        if (Date.now() > deadline) throw new Error(`rollups never ran: ${JSON.stringify(rows[0].s)}`);
+        await sleep(200);
+      }
+    } finally {
+      await worker.stop();
+      await setSetting(db.pool, 'rollups.interval', null);
+    }
+    await expectRollupsMatchEvents([account]);
+    const { rows } = await db.pool.query("select last_ok, failures from tally.job_runs where job = 'tally-rollups'");
+    expect(rows[0]).toMatchObject({ last_ok: true, failures: '0' });
+  });
+
   it('refuses REPEATABLE READ and a bad max_events', async () => {
     const client = await db.pool.connect();
     try {

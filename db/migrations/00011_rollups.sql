@@ -18,7 +18,9 @@ INSERT INTO tally.settings (name, kind, value, default_value, min_value, max_val
   ('rollups.chunk_events', 'integer', '500000', '500000', '1000', '100000000',
    'Most event ids one tally.run_rollups call folds; a larger backlog takes several calls (the worker loops), so no transaction holds its locks for long.'),
   ('rollups.max_wait', 'interval', '10 seconds', '10 seconds', '0 seconds', '10 minutes',
-   'How long tally.run_rollups waits for transactions still inserting events into its window before it gives up this run (and says which ones it waited for).');
+   'How long tally.run_rollups waits for transactions still inserting events into its window before it gives up this run (and says which ones it waited for).'),
+  ('rollups.interval', 'interval', '10 seconds', '10 seconds', '1 second', '1 hour',
+   'How often the worker runs tally.run_rollups (read when the worker starts). Reads are exact at any moment anyway; this bounds how much tail they must add.');
 
 -- ---------------------------------------------------------------------------------------
 -- Helpers
