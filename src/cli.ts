@@ -13,6 +13,7 @@ import { importFile } from './import.ts';
 import { IMPORT_HELP, formatImportSummary, importProgressDisplay } from './import-report.ts';
 import { installScript, runMigrations } from './migrate.ts';
 import { formatStatus, readStatus } from './status.ts';
+import { formatVerify, verifyRollups } from './verify.ts';
 import { startWorker } from './worker.ts';
 
 const EXIT_FAILURE = 1;
@@ -48,6 +49,17 @@ const runOptions = z.strictObject({
   verbose: z.boolean().optional(),
 });
 const statusOptions = z.strictObject({ json: z.boolean().optional() });
+const instant = (name: string) =>
+  z.iso
+    .datetime({ offset: true, error: `${name} must be an ISO 8601 time with an offset, e.g. 2026-11-01T00:00:00Z` })
+    .transform((v) => new Date(v));
+const verifyOptions = z
+  .strictObject({ from: instant('--from').optional(), to: instant('--to').optional(), json: z.boolean().optional() })
+  .transform((o) => {
+    const to = o.to ?? new Date();
+    return { ...o, to, from: o.from ?? new Date(to.getTime() - 7 * 86_400_000) };
+  })
+  .refine((o) => o.from < o.to, { message: 'must be earlier than --to', path: ['from'] });
 const importOptions = z.strictObject({
   format: z.enum(['ndjson', 'csv'], { error: 'must be ndjson or csv' }).optional(),
   chunkSize: z
@@ -202,6 +214,29 @@ export function buildProgram(): Command {
         process.stdout.write(
           options.json ? JSON.stringify({ database: db.description, ...status }, null, 2) + '\n' : formatStatus(status, db.description) + '\n',
         );
+      });
+    });
+
+  program
+    .command('verify')
+    .description('compare the hourly, daily and monthly rollups with the raw events; exit 1 if any bucket differs')
+    .option('--from <time>', 'start of the range, ISO 8601 with offset (default: 7 days before --to)')
+    .option('--to <time>', 'end of the range, exclusive (default: now)')
+    .option('--json', 'print every mismatch as JSON')
+    .addHelpText(
+      'after',
+      '\nEvery bucket that overlaps the range is checked whole, against the events the rollups have\n' +
+        'folded (id <= the watermark), metric by metric. At most 400 days per call.\n' +
+        'Exit codes: 0 consistent, 1 a bucket differs (each one is listed) or the check failed, 2 bad usage.',
+    )
+    .action(async (raw) => {
+      const options = parseOptions(verifyOptions, raw);
+      await withDatabase(false, async (db) => {
+        const report = await verifyRollups(db.connectionString, options.from, options.to);
+        process.stdout.write(options.json ? JSON.stringify(report, null, 2) + '\n' : formatVerify(report) + '\n');
+        if (report.mismatches.length > 0) {
+          throw new TallyError('rollups_mismatch', `${report.mismatches.length} bucket(s) differ from the raw events`);
+        }
       });
     });
 

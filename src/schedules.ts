@@ -45,6 +45,13 @@ export const SCHEDULED_JOBS: readonly ScheduledJob[] = [
     description: 'forgets idempotency keys older than the setting ingest.idempotency_retention (default 7 days)',
   },
   {
+    name: 'tally-verify-rollups',
+    cron: '47 3 * * *',
+    sql: 'select tally.verify_previous_day() as result',
+    expireInSeconds: 3600,
+    description: 'compares yesterday\'s rollups with the raw events; a mismatch fails the run (tally status shows it)',
+  },
+  {
     name: 'tally-rollups',
     everySetting: 'rollups.interval',
     repeatWhileMore: true,

@@ -278,6 +278,76 @@ describe('run_rollups', () => {
     expect(rows[0]).toMatchObject({ last_ok: true, failures: '0' });
   });
 
+  it('verify_rollups finds a tampered or missing bucket; tally verify exits 1 and lists it', async () => {
+    const { runCli, cleanEnv } = await import('./helpers/cli.ts');
+    const account = await createAccount(db.pool, 'Verify', null, 'Asia/Kolkata');
+    await recordEvents(db.pool, events(account, 200, 17));
+    await drain();
+    const range: [Date, Date] = [new Date(Date.now() - 6 * 86_400_000), new Date(Date.now() + 3_600_000)];
+    type Found = { grain: string; account_id: string; bucket: string; expected: Record<string, number>; actual: Record<string, number> | null };
+    const verify = async (): Promise<Found[]> =>
+      (await db.pool.query('select grain, account_id, bucket, expected, actual from tally.verify_rollups($1, $2)', range)).rows;
+    expect(await verify()).toEqual([]);
+    const env = cleanEnv({ DATABASE_URL: db.url });
+    const clean = await runCli(['verify', '--from', range[0].toISOString(), '--to', range[1].toISOString()], env);
+    expect(clean.code, clean.stderr).toBe(0);
+    expect(clean.stdout).toMatch(/^rollups consistent/);
+
+    // an event counted twice in one day, and an hour lost
+    await db.pool.query(
+      "update tally.usage_daily set requests = requests + 1 where ctid = (select ctid from tally.usage_daily where account_id = $1 limit 1)",
+      [account],
+    );
+    const { rows: lost } = await db.pool.query(
+      'delete from tally.usage_hourly where ctid = (select ctid from tally.usage_hourly where account_id = $1 limit 1) returning *',
+      [account],
+    );
+    const found = await verify();
+    expect(found.map((m) => [m.grain, m.account_id, m.actual === null])).toEqual([
+      ['daily', account, false],
+      ['hourly', account, true],
+    ]);
+    expect(found[0]!.actual!.requests! - found[0]!.expected.requests!).toBe(1);
+    expect(new Date(found[1]!.bucket).getTime()).toBe(lost[0].bucket.getTime());
+
+    const dirty = await runCli(['verify', '--from', range[0].toISOString(), '--to', range[1].toISOString()], env);
+    expect(dirty.code).toBe(1);
+    expect(dirty.stdout).toMatch(/2 bucket\(s\) differ/);
+    expect(dirty.stdout).toMatch(/daily .* requests expected \d+ stored \d+/);
+    expect(dirty.stderr).toMatch(/rollups_mismatch/);
+    const json = await runCli(['verify', '--json', '--from', range[0].toISOString(), '--to', range[1].toISOString()], env);
+    expect(JSON.parse(json.stdout).mismatches).toHaveLength(2);
+    const bad = await runCli(['verify', '--from', 'yesterday'], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--from/);
+
+    // undo the damage, so later checks of this database see consistent rollups again
+    await db.pool.query(
+      'update tally.usage_daily set requests = requests - 1 where account_id = $1 and bucket = $2::date and dim_key = $3::uuid',
+      [account, found[0]!.bucket, (await db.pool.query('select dim_key from tally.verify_rollups($1, $2) where grain = $3', [...range, 'daily'])).rows[0].dim_key],
+    );
+    await db.pool.query('insert into tally.usage_hourly select (r).* from jsonb_populate_record(null::tally.usage_hourly, $1::jsonb) r', [JSON.stringify(lost[0])]);
+    expect(await verify()).toEqual([]);
+  });
+
+  it('the daily verification passes on yesterday, and fails naming the bucket once one is wrong', async () => {
+    const account = await createAccount(db.pool, 'Yesterday');
+    const midnight = new Date(new Date().toISOString().slice(0, 10) + 'T00:00:00Z').getTime();
+    await recordEvents(db.pool, events(account, 40, 19).map((e, i) => ({ ...e, occurred_at: new Date(midnight - (i + 1) * 1_800_000).toISOString() })));
+    await drain();
+    const ok = await as(db.pool, service, (c) => c.query('select tally.verify_previous_day() as r'));
+    expect(ok.rows[0].r).toMatchObject({ mismatches: 0 });
+    await db.pool.query(
+      "update tally.usage_hourly set bytes = bytes + 7 where ctid = (select ctid from tally.usage_hourly where account_id = $1 and bucket = $2::timestamptz - interval '1 hour' limit 1)",
+      [account, new Date(midnight)],
+    );
+    await expect(as(db.pool, service, (c) => c.query('select tally.verify_previous_day()'))).rejects.toMatchObject({
+      code: 'P0001',
+      hint: 'rollups_mismatch',
+      message: expect.stringMatching(/1 rollup bucket\(s\) differ/),
+    });
+  });
+
   it('refuses REPEATABLE READ and a bad max_events', async () => {
     const client = await db.pool.connect();
     try {
