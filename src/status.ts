@@ -56,7 +56,7 @@ export interface Status {
   jobs: JobStatus[];
   /** The events ledger, once migration 7 is installed. */
   ledger?: LedgerStatus | undefined;
-  /** The rollups, once migration 11 is installed. */
+  /** The rollups, once migration 12 is installed. */
   rollups?: RollupStatus | undefined;
 }
 
@@ -89,7 +89,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
       runs = new Map(rows.map((r) => [r.job, r]));
     }
     if (schemaVersion !== undefined && schemaVersion >= 7) ledger = await readLedgerStatus(client);
-    if (schemaVersion !== undefined && schemaVersion >= 11) rollups = await readRollupStatus(client);
+    if (schemaVersion !== undefined && schemaVersion >= 12) rollups = await readRollupStatus(client);
     const { rows } = await client.query<{ installed: boolean }>('select to_regclass($1) is not null as installed', [`${BOSS_SCHEMA}.version`]);
     bossInstalled = rows[0]?.installed ?? false;
   } finally {

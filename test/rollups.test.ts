@@ -29,14 +29,15 @@ const DIMS = 'account_id, api_key_id, event_type, provider, model, endpoint, fil
 const AGG_COLUMNS = `${DIMS}, requests, successful, failed, cached, files, bytes, tokens_in, tokens_out, cost_usd,
   potential_cost_usd, quantity, latency_count, latency_sum, latency_max`;
 
-/** Each grain computed straight from the events, to compare with the rollup tables. */
+const NOT_VOID = 'not exists (select 1 from tally.event_voids v where v.account_id = e.account_id and v.event_id = e.id)';
+/** Each grain computed straight from the events (voided ones left out), to compare with the rollup tables. */
 const DIRECT = {
   usage_hourly: `select date_trunc('hour', e.occurred_at, 'UTC')::text as bucket, ${DIMS.replace(/(\w+)/g, 'e.$1')}, ${METRICS}
-    from tally.events e where e.account_id = any($1::uuid[]) group by 1, ${DIMS.replace(/(\w+)/g, 'e.$1')}`,
+    from tally.events e where e.account_id = any($1::uuid[]) and ${NOT_VOID} group by 1, ${DIMS.replace(/(\w+)/g, 'e.$1')}`,
   usage_daily: `select (e.occurred_at at time zone a.timezone)::date::text as bucket, ${DIMS.replace(/(\w+)/g, 'e.$1')}, ${METRICS}
-    from tally.events e join tally.accounts a on a.id = e.account_id where e.account_id = any($1::uuid[]) group by 1, ${DIMS.replace(/(\w+)/g, 'e.$1')}`,
+    from tally.events e join tally.accounts a on a.id = e.account_id where e.account_id = any($1::uuid[]) and ${NOT_VOID} group by 1, ${DIMS.replace(/(\w+)/g, 'e.$1')}`,
   usage_monthly: `select date_trunc('month', (e.occurred_at at time zone a.timezone))::date::text as bucket, ${DIMS.replace(/(\w+)/g, 'e.$1')}, ${METRICS}
-    from tally.events e join tally.accounts a on a.id = e.account_id where e.account_id = any($1::uuid[]) group by 1, ${DIMS.replace(/(\w+)/g, 'e.$1')}`,
+    from tally.events e join tally.accounts a on a.id = e.account_id where e.account_id = any($1::uuid[]) and ${NOT_VOID} group by 1, ${DIMS.replace(/(\w+)/g, 'e.$1')}`,
 } as const;
 
 async function expectRollupsMatchEvents(accounts: string[]): Promise<void> {
@@ -346,6 +347,91 @@ describe('run_rollups', () => {
       hint: 'rollups_mismatch',
       message: expect.stringMatching(/1 rollup bucket\(s\) differ/),
     });
+  });
+
+  it('void_events takes events out of exactly the buckets they were counted in, and keeps them for audit', async () => {
+    const account = await createAccount(db.pool, 'Void', null, 'America/New_York');
+    await recordEvents(db.pool, events(account, 300, 23));
+    await drain();
+    // the hourly rows, keyed by hour and dimensions
+    const snapshot = async () =>
+      new Map(
+        (await db.pool.query('select bucket, dim_key, to_jsonb(u)::text as r from tally.usage_hourly u where account_id = $1', [account])).rows.map(
+          (r) => [`${(r.bucket as Date).getTime()} ${r.dim_key}`, r.r as string],
+        ),
+      );
+    const before = await snapshot();
+    const { rows: victims } = await db.pool.query(
+      "select id::text, date_trunc('hour', occurred_at, 'UTC') as hour from tally.events where account_id = $1 order by id limit 3",
+      [account],
+    );
+    // and one recorded after the last run: the next run must skip it
+    await recordEvents(db.pool, [{ account_id: account, event_type: 'late-mistake', idempotency_key: 'void-me' }]);
+    const { rows: lateRow } = await db.pool.query("select id::text from tally.events where account_id = $1 and idempotency_key = 'void-me'", [account]);
+    const ids = [...victims.map((v) => v.id), lateRow[0].id];
+    const result = await as(db.pool, service, (c) => c.query('select tally.void_events($1::bigint[], $2) as r', [ids, 'test traffic']));
+    expect(result.rows[0].r).toMatchObject({ voided: 4, already_void: 0 });
+    await drain();
+    await expectRollupsMatchEvents([account]);
+    // rows of hours that held none of the voided events are untouched
+    const after = await snapshot();
+    const touchedHours = new Set(victims.map((v) => String((v.hour as Date).getTime())));
+    let unchanged = 0;
+    for (const [k, v] of before) {
+      if (touchedHours.has(k.split(' ')[0]!)) continue;
+      expect(after.get(k), k).toBe(v);
+      unchanged++;
+    }
+    expect(unchanged).toBeGreaterThan(10);
+    // the events stay, with who, when and why
+    expect((await db.pool.query('select count(*)::int as n from tally.events where id = any($1::bigint[])', [ids])).rows[0].n).toBe(4);
+    const audit = await db.pool.query('select reason, voided_by from tally.event_voids where event_id = any($1::bigint[])', [ids]);
+    expect(audit.rows).toHaveLength(4);
+    expect(audit.rows[0]).toMatchObject({ reason: 'test traffic', voided_by: expect.stringMatching(/service_role/) });
+    // voiding again keeps the first record
+    const again = await as(db.pool, service, (c) => c.query('select tally.void_events($1::bigint[], $2) as r', [ids.slice(0, 1), 'other']));
+    expect(again.rows[0].r).toMatchObject({ voided: 0, already_void: 1 });
+  });
+
+  it('void_events refuses unknown ids, an empty reason and non-service callers', async () => {
+    const call = (ids: unknown, reason: unknown) => as(db.pool, service, (c) => c.query('select tally.void_events($1::bigint[], $2)', [ids, reason]));
+    await expect(call(['999999999'], 'x')).rejects.toMatchObject({ code: 'P0002', hint: 'event_not_found' });
+    await expect(call([], 'x')).rejects.toMatchObject({ code: '22023', hint: 'invalid_parameter' });
+    await expect(call(['1'], ' ')).rejects.toMatchObject({ code: '22023', hint: 'invalid_parameter' });
+    const someone = await createUser(db.pool);
+    await expect(as(db.pool, user(someone), (c) => c.query("select tally.void_events('{1}', 'x')"))).rejects.toMatchObject({ code: '42501' });
+  });
+
+  it('recompute_rollups rebuilds the buckets of its range from the raw events, idempotently, and nothing else', async () => {
+    const account = await createAccount(db.pool, 'Recompute', null, 'Asia/Kolkata');
+    await recordEvents(db.pool, events(account, 300, 29));
+    await drain();
+    // damage every grain
+    await db.pool.query('update tally.usage_hourly set bytes = bytes + 5 where account_id = $1', [account]);
+    await db.pool.query('update tally.usage_daily set requests = requests + 1 where account_id = $1', [account]);
+    await db.pool.query('delete from tally.usage_monthly where account_id = $1', [account]);
+    // an hourly row outside the range stays as it is (damaged), proving the range is respected
+    const { rows: oldest } = await db.pool.query('select min(bucket) as b from tally.usage_hourly where account_id = $1', [account]);
+    const from = new Date((oldest[0].b as Date).getTime() + 3_600_000);
+    const to = new Date(Date.now() + 3_600_000);
+    const recompute = () => as(db.pool, service, (c) => c.query('select tally.recompute_rollups($1, $2) as r', [from, to]));
+    expect((await recompute()).rows[0].r.rebuilt_buckets.hourly).toBeGreaterThan(0);
+    const mismatches = (await db.pool.query('select grain, bucket from tally.verify_rollups($1, $2) where account_id = $3', [from, to, account])).rows;
+    expect(mismatches).toEqual([]);
+    const outside = await db.pool.query('select sum(bytes)::text as b from tally.usage_hourly where account_id = $1 and bucket = $2', [account, oldest[0].b]);
+    const direct = await db.pool.query(
+      "select coalesce(sum(bytes), 0)::text as b from tally.events where account_id = $1 and date_trunc('hour', occurred_at, 'UTC') = $2",
+      [account, oldest[0].b],
+    );
+    expect(Number(outside.rows[0].b)).toBeGreaterThan(Number(direct.rows[0].b));
+    // a second recompute changes nothing
+    const rowsOf = async () => (await db.pool.query('select to_jsonb(u) as r from tally.usage_hourly u where account_id = $1 order by bucket, dim_key', [account])).rows;
+    const first = await rowsOf();
+    await recompute();
+    expect(await rowsOf()).toEqual(first);
+    // and the whole history recomputed is consistent again
+    await as(db.pool, service, (c) => c.query('select tally.recompute_rollups($1, $2)', [new Date(Date.now() - 30 * 86_400_000), to]));
+    await expectRollupsMatchEvents([account]);
   });
 
   it('refuses REPEATABLE READ and a bad max_events', async () => {

@@ -194,6 +194,111 @@ COMMENT ON FUNCTION tally._events_writers(text[]) IS
   'Virtual transaction ids of the other transactions holding RowExclusiveLock on tally.events or a partition (optionally only those among p_among): the only ones that can own an event id not yet visible.';
 REVOKE ALL ON FUNCTION tally._events_writers(text[]) FROM PUBLIC, anon, authenticated, service_role;
 
+-- The fold: aggregates a set of events into the given grains with additive upserts, and
+-- returns how many events it folded. The set is either the id window (lo, hi] ('window'),
+-- or, for rebuilding buckets, the events with id <= hi inside the time ranges listed in
+-- the temporary table pg_temp.tally_rebuild ('ranges'; one grain at a time, so ranges of
+-- one account never overlap). Voided events are never folded.
+-- The statement is assembled from the constant pieces below only (no input reaches it):
+-- one upsert per grain, the same for all three but for the table and the bucket.
+CREATE FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[]) RETURNS bigint
+  LANGUAGE plpgsql
+  SET search_path = ''
+  SET jit = off
+  AS $$
+DECLARE
+  v_from    text;
+  v_where   text;
+  v_upserts text;
+  v_events  bigint;
+BEGIN
+  IF p_source = 'window' THEN
+    v_from := 'tally.events e JOIN tally.accounts a ON a.id = e.account_id';
+    v_where := 'e.id > $1 AND e.id <= $2';
+  ELSIF p_source = 'ranges' THEN
+    v_from := 'pg_temp.tally_rebuild r JOIN tally.events e ON e.account_id = r.account_id AND e.occurred_at >= r.range_from AND e.occurred_at < r.range_to'
+              ' JOIN tally.accounts a ON a.id = e.account_id';
+    v_where := 'e.id <= $2';
+  ELSE
+    RAISE EXCEPTION 'unknown fold source %', p_source;
+  END IF;
+
+  SELECT string_agg(format($u$,
+  %1$s AS (
+    INSERT INTO tally.%2$I AS u
+    SELECT b.account_id, %3$s, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type,
+           sum(b.requests), sum(b.successful), sum(b.failed), sum(b.cached), sum(b.files), sum(b.bytes), sum(b.tokens_in),
+           sum(b.tokens_out), sum(b.cost_usd), sum(b.potential_cost_usd), sum(b.quantity), sum(b.latency_count),
+           sum(b.latency_sum), max(b.latency_max), tally._hist_agg(b.lat_bucket, b.latency_count)
+    FROM base b
+    GROUP BY b.account_id, %3$s, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type
+    ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET
+      requests = u.requests + excluded.requests, successful = u.successful + excluded.successful,
+      failed = u.failed + excluded.failed, cached = u.cached + excluded.cached, files = u.files + excluded.files,
+      bytes = u.bytes + excluded.bytes, tokens_in = u.tokens_in + excluded.tokens_in,
+      tokens_out = u.tokens_out + excluded.tokens_out, cost_usd = u.cost_usd + excluded.cost_usd,
+      potential_cost_usd = u.potential_cost_usd + excluded.potential_cost_usd, quantity = u.quantity + excluded.quantity,
+      latency_count = u.latency_count + excluded.latency_count, latency_sum = u.latency_sum + excluded.latency_sum,
+      latency_max = greatest(u.latency_max, excluded.latency_max),
+      latency_hist = tally._hist_add(u.latency_hist, excluded.latency_hist)
+    RETURNING 1
+  )$u$, g.grain, 'usage_' || g.grain, g.bucket), '' ORDER BY g.ord)
+  INTO v_upserts
+  FROM (VALUES (1, 'hourly', 'b.hour_utc'),
+               (2, 'daily', 'b.local_day'),
+               (3, 'monthly', 'date_trunc(''month'', b.local_day)::date')) AS g(ord, grain, bucket)
+  WHERE g.grain = ANY (p_grains);
+  IF v_upserts IS NULL THEN
+    RAISE EXCEPTION 'no known grain in %', p_grains;
+  END IF;
+
+  EXECUTE format($q$
+  WITH window_events AS (
+    -- the events to fold, with their account's time zone
+    SELECT e.account_id, e.occurred_at, a.timezone, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint,
+           e.file_type, e.success, e.cached, e.files, e.bytes, e.tokens_in, e.tokens_out, e.cost_usd,
+           e.potential_cost_usd, e.quantity, e.latency_ms
+    FROM %1$s
+    WHERE %2$s
+      AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+  ),
+  base AS MATERIALIZED (
+    -- one pass over the events: partial sums per UTC hour x local day x dimensions x
+    -- latency bucket (an hour can straddle two local days in zones with :30 or :45 offsets)
+    SELECT w.account_id,
+           date_trunc('hour', w.occurred_at, 'UTC') AS hour_utc,
+           (w.occurred_at AT TIME ZONE w.timezone)::date AS local_day,
+           -- computed per group, not per event
+           tally._dim_key(w.api_key_id, w.event_type, w.provider, w.model, w.endpoint, w.file_type) AS dim_key,
+           w.api_key_id, w.event_type, w.provider, w.model, w.endpoint, w.file_type,
+           width_bucket(w.latency_ms, tally.latency_buckets()) AS lat_bucket,
+           count(*) AS requests,
+           count(*) FILTER (WHERE w.success) AS successful,
+           count(*) FILTER (WHERE NOT w.success) AS failed,
+           count(*) FILTER (WHERE w.cached) AS cached,
+           coalesce(sum(w.files), 0) AS files,
+           coalesce(sum(w.bytes), 0) AS bytes,
+           coalesce(sum(w.tokens_in), 0) AS tokens_in,
+           coalesce(sum(w.tokens_out), 0) AS tokens_out,
+           coalesce(sum(w.cost_usd), 0) AS cost_usd,
+           coalesce(sum(w.potential_cost_usd), 0) AS potential_cost_usd,
+           sum(w.quantity) AS quantity,
+           count(w.latency_ms) AS latency_count,
+           coalesce(sum(w.latency_ms), 0) AS latency_sum,
+           max(w.latency_ms) AS latency_max
+    FROM window_events w
+    GROUP BY 1, 2, 3, 5, 6, 7, 8, 9, 10, 11
+  )%3$s
+  SELECT coalesce(sum(b.requests), 0) FROM base b$q$, v_from, v_where, v_upserts)
+  INTO v_events
+  USING p_lo, p_hi;
+  RETURN v_events;
+END
+$$;
+COMMENT ON FUNCTION tally._fold_rollups(text, bigint, bigint, text[]) IS
+  'Folds events into the given grains (hourly, daily, monthly) with additive upserts and returns how many: the id window (p_lo, p_hi] for source window, or the events with id <= p_hi inside the ranges of pg_temp.tally_rebuild for source ranges. Voided events are skipped.';
+REVOKE ALL ON FUNCTION tally._fold_rollups(text, bigint, bigint, text[]) FROM PUBLIC, anon, authenticated, service_role;
+
 CREATE FUNCTION tally.run_rollups(p_max_events bigint DEFAULT NULL) RETURNS jsonb
   LANGUAGE plpgsql
   SECURITY DEFINER
@@ -252,104 +357,9 @@ BEGIN
   END LOOP;
 
   -- 3. Fold the window into the three grains, then move the watermark, in this transaction.
-  --    This statement takes a new snapshot: every id in the window is now committed or
-  --    rolled back for good.
-  WITH window_events AS (
-    -- the window's events with their account's time zone
-    SELECT e.account_id, e.occurred_at, a.timezone, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint,
-           e.file_type, e.success, e.cached, e.files, e.bytes, e.tokens_in, e.tokens_out, e.cost_usd,
-           e.potential_cost_usd, e.quantity, e.latency_ms
-    FROM tally.events e
-    JOIN tally.accounts a ON a.id = e.account_id
-    WHERE e.id > v_state.watermark AND e.id <= v_high
-  ),
-  base AS MATERIALIZED (
-    -- one pass over the events: partial sums per UTC hour x local day x dimensions x
-    -- latency bucket (an hour can straddle two local days in zones with :30 or :45 offsets)
-    SELECT w.account_id,
-           date_trunc('hour', w.occurred_at, 'UTC') AS hour_utc,
-           (w.occurred_at AT TIME ZONE w.timezone)::date AS local_day,
-           -- computed per group, not per event
-           tally._dim_key(w.api_key_id, w.event_type, w.provider, w.model, w.endpoint, w.file_type) AS dim_key,
-           w.api_key_id, w.event_type, w.provider, w.model, w.endpoint, w.file_type,
-           width_bucket(w.latency_ms, tally.latency_buckets()) AS lat_bucket,
-           count(*) AS requests,
-           count(*) FILTER (WHERE w.success) AS successful,
-           count(*) FILTER (WHERE NOT w.success) AS failed,
-           count(*) FILTER (WHERE w.cached) AS cached,
-           coalesce(sum(w.files), 0) AS files,
-           coalesce(sum(w.bytes), 0) AS bytes,
-           coalesce(sum(w.tokens_in), 0) AS tokens_in,
-           coalesce(sum(w.tokens_out), 0) AS tokens_out,
-           coalesce(sum(w.cost_usd), 0) AS cost_usd,
-           coalesce(sum(w.potential_cost_usd), 0) AS potential_cost_usd,
-           sum(w.quantity) AS quantity,
-           count(w.latency_ms) AS latency_count,
-           coalesce(sum(w.latency_ms), 0) AS latency_sum,
-           max(w.latency_ms) AS latency_max
-    FROM window_events w
-    GROUP BY 1, 2, 3, 5, 6, 7, 8, 9, 10, 11
-  ),
-  hourly AS (
-    INSERT INTO tally.usage_hourly AS u
-    SELECT b.account_id, b.hour_utc, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type,
-           sum(b.requests), sum(b.successful), sum(b.failed), sum(b.cached), sum(b.files), sum(b.bytes), sum(b.tokens_in),
-           sum(b.tokens_out), sum(b.cost_usd), sum(b.potential_cost_usd), sum(b.quantity), sum(b.latency_count),
-           sum(b.latency_sum), max(b.latency_max), tally._hist_agg(b.lat_bucket, b.latency_count)
-    FROM base b
-    GROUP BY b.account_id, b.hour_utc, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type
-    ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET
-      requests = u.requests + excluded.requests, successful = u.successful + excluded.successful,
-      failed = u.failed + excluded.failed, cached = u.cached + excluded.cached, files = u.files + excluded.files,
-      bytes = u.bytes + excluded.bytes, tokens_in = u.tokens_in + excluded.tokens_in,
-      tokens_out = u.tokens_out + excluded.tokens_out, cost_usd = u.cost_usd + excluded.cost_usd,
-      potential_cost_usd = u.potential_cost_usd + excluded.potential_cost_usd, quantity = u.quantity + excluded.quantity,
-      latency_count = u.latency_count + excluded.latency_count, latency_sum = u.latency_sum + excluded.latency_sum,
-      latency_max = greatest(u.latency_max, excluded.latency_max),
-      latency_hist = tally._hist_add(u.latency_hist, excluded.latency_hist)
-    RETURNING 1
-  ),
-  daily AS (
-    INSERT INTO tally.usage_daily AS u
-    SELECT b.account_id, b.local_day, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type,
-           sum(b.requests), sum(b.successful), sum(b.failed), sum(b.cached), sum(b.files), sum(b.bytes), sum(b.tokens_in),
-           sum(b.tokens_out), sum(b.cost_usd), sum(b.potential_cost_usd), sum(b.quantity), sum(b.latency_count),
-           sum(b.latency_sum), max(b.latency_max), tally._hist_agg(b.lat_bucket, b.latency_count)
-    FROM base b
-    GROUP BY b.account_id, b.local_day, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type
-    ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET
-      requests = u.requests + excluded.requests, successful = u.successful + excluded.successful,
-      failed = u.failed + excluded.failed, cached = u.cached + excluded.cached, files = u.files + excluded.files,
-      bytes = u.bytes + excluded.bytes, tokens_in = u.tokens_in + excluded.tokens_in,
-      tokens_out = u.tokens_out + excluded.tokens_out, cost_usd = u.cost_usd + excluded.cost_usd,
-      potential_cost_usd = u.potential_cost_usd + excluded.potential_cost_usd, quantity = u.quantity + excluded.quantity,
-      latency_count = u.latency_count + excluded.latency_count, latency_sum = u.latency_sum + excluded.latency_sum,
-      latency_max = greatest(u.latency_max, excluded.latency_max),
-      latency_hist = tally._hist_add(u.latency_hist, excluded.latency_hist)
-    RETURNING 1
-  ),
-  monthly AS (
-    INSERT INTO tally.usage_monthly AS u
-    SELECT b.account_id, date_trunc('month', b.local_day)::date, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model,
-           b.endpoint, b.file_type,
-           sum(b.requests), sum(b.successful), sum(b.failed), sum(b.cached), sum(b.files), sum(b.bytes), sum(b.tokens_in),
-           sum(b.tokens_out), sum(b.cost_usd), sum(b.potential_cost_usd), sum(b.quantity), sum(b.latency_count),
-           sum(b.latency_sum), max(b.latency_max), tally._hist_agg(b.lat_bucket, b.latency_count)
-    FROM base b
-    GROUP BY b.account_id, date_trunc('month', b.local_day)::date, b.dim_key, b.api_key_id, b.event_type, b.provider,
-             b.model, b.endpoint, b.file_type
-    ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET
-      requests = u.requests + excluded.requests, successful = u.successful + excluded.successful,
-      failed = u.failed + excluded.failed, cached = u.cached + excluded.cached, files = u.files + excluded.files,
-      bytes = u.bytes + excluded.bytes, tokens_in = u.tokens_in + excluded.tokens_in,
-      tokens_out = u.tokens_out + excluded.tokens_out, cost_usd = u.cost_usd + excluded.cost_usd,
-      potential_cost_usd = u.potential_cost_usd + excluded.potential_cost_usd, quantity = u.quantity + excluded.quantity,
-      latency_count = u.latency_count + excluded.latency_count, latency_sum = u.latency_sum + excluded.latency_sum,
-      latency_max = greatest(u.latency_max, excluded.latency_max),
-      latency_hist = tally._hist_add(u.latency_hist, excluded.latency_hist)
-    RETURNING 1
-  )
-  SELECT coalesce(sum(b.requests), 0) INTO v_events FROM base b;
+  --    The fold is a new statement with a new snapshot: every id in the window is now
+  --    committed or rolled back for good.
+  v_events := tally._fold_rollups('window', v_state.watermark, v_high, '{hourly,daily,monthly}');
 
   UPDATE tally.rollup_state SET watermark = v_high, last_started_at = v_started, last_finished_at = clock_timestamp(),
     last_duration_ms = extract(epoch FROM clock_timestamp() - v_started) * 1000, last_events = v_events,

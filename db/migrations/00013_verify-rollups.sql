@@ -1,7 +1,7 @@
 -- Verification: recompute the aggregates of a time range straight from the raw events and
 -- compare them with usage_hourly, usage_daily and usage_monthly, metric by metric.
 --
--- Only events the rollups have folded (id <= watermark) are counted, and the watermark is
+-- Only events the rollups have folded (id <= watermark, not voided) are counted, and the watermark is
 -- read in the same statement as the aggregates, so a run committing meanwhile cannot make
 -- a consistent state look wrong. Every bucket that overlaps the range is checked whole: its
 -- expected value comes from all of its events, even those outside the range.
@@ -60,6 +60,7 @@ BEGIN
     CROSS JOIN state s
     WHERE e.id <= s.watermark
       AND e.occurred_at >= p_from - interval '32 days' AND e.occurred_at < p_to + interval '32 days'
+      AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
   ),
   keyed AS (
     -- each folded event once per grain whose bucket overlaps the range
