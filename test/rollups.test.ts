@@ -434,6 +434,32 @@ describe('run_rollups', () => {
     await expectRollupsMatchEvents([account]);
   });
 
+  it('the live views add the tail not folded yet, so reads are exact at any moment', async () => {
+    const [alice, bob] = [await createUser(db.pool), await createUser(db.pool)];
+    const mine = await createAccount(db.pool, 'Live mine', alice, 'Asia/Kolkata');
+    const theirs = await createAccount(db.pool, 'Live theirs', bob);
+    await recordEvents(db.pool, [...events(mine, 120, 31), ...events(theirs, 50, 37)]);
+    await drain();
+    // a tail: new events, one of them voided before any run
+    await recordEvents(db.pool, [...events(mine, 40, 41), ...events(theirs, 10, 43), { account_id: mine, event_type: 'mistake', idempotency_key: 'tail-void' }]);
+    const { rows: mistake } = await db.pool.query("select id::text from tally.events where idempotency_key = 'tail-void' and account_id = $1", [mine]);
+    await as(db.pool, service, (c) => c.query('select tally.void_events($1::bigint[], $2)', [[mistake[0].id], 'test']));
+    const folded = await db.pool.query('select sum(requests)::int as n from tally.usage_hourly where account_id = $1', [mine]);
+    expect(folded.rows[0].n).toBe(120);
+
+    for (const [table, direct] of Object.entries(DIRECT)) {
+      const order = `order by bucket, ${DIMS}`;
+      const expected = (await db.pool.query(`select * from (${direct}) d ${order}`, [[mine, theirs]])).rows;
+      const live = (
+        await db.pool.query(`select bucket::text as bucket, ${AGG_COLUMNS} from tally.${table}_live where account_id = any($1::uuid[]) ${order}`, [[mine, theirs]])
+      ).rows;
+      expect(live, `${table}_live`).toEqual(expected);
+      // a member sees their account only, tail included
+      const seen = await as(db.pool, user(alice), (c) => c.query(`select account_id, sum(requests)::int as n from tally.${table}_live group by 1`));
+      expect(seen.rows, `${table}_live as a member`).toEqual([{ account_id: mine, n: 160 }]);
+    }
+  });
+
   it('refuses REPEATABLE READ and a bad max_events', async () => {
     const client = await db.pool.connect();
     try {
