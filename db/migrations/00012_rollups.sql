@@ -196,12 +196,15 @@ REVOKE ALL ON FUNCTION tally._events_writers(text[]) FROM PUBLIC, anon, authenti
 
 -- The fold: aggregates a set of events into the given grains with additive upserts, and
 -- returns how many events it folded. The set is either the id window (lo, hi] ('window'),
--- or, for rebuilding buckets, the events with id <= hi inside the time ranges listed in
--- the temporary table pg_temp.tally_rebuild ('ranges'; one grain at a time, so ranges of
--- one account never overlap). Voided events are never folded.
+-- or, for rebuilding buckets, the events with id <= hi inside the time ranges given as
+-- three parallel arrays (account, from, to) ('ranges'; one grain at a time, so ranges of
+-- one account never overlap). Voided events are never folded. No temporary tables: in a
+-- SECURITY DEFINER call, an object the caller left in pg_temp would run as the owner.
 -- The statement is assembled from the constant pieces below only (no input reaches it):
 -- one upsert per grain, the same for all three but for the table and the bucket.
-CREATE FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[]) RETURNS bigint
+CREATE FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[],
+                                    p_range_accounts uuid[] DEFAULT NULL, p_range_from timestamptz[] DEFAULT NULL,
+                                    p_range_to timestamptz[] DEFAULT NULL) RETURNS bigint
   LANGUAGE plpgsql
   SET search_path = ''
   SET jit = off
@@ -216,7 +219,8 @@ BEGIN
     v_from := 'tally.events e JOIN tally.accounts a ON a.id = e.account_id';
     v_where := 'e.id > $1 AND e.id <= $2';
   ELSIF p_source = 'ranges' THEN
-    v_from := 'pg_temp.tally_rebuild r JOIN tally.events e ON e.account_id = r.account_id AND e.occurred_at >= r.range_from AND e.occurred_at < r.range_to'
+    v_from := 'unnest($3, $4, $5) AS r(account_id, range_from, range_to)'
+              ' JOIN tally.events e ON e.account_id = r.account_id AND e.occurred_at >= r.range_from AND e.occurred_at < r.range_to'
               ' JOIN tally.accounts a ON a.id = e.account_id';
     v_where := 'e.id <= $2';
   ELSE
@@ -291,13 +295,13 @@ BEGIN
   )%3$s
   SELECT coalesce(sum(b.requests), 0) FROM base b$q$, v_from, v_where, v_upserts)
   INTO v_events
-  USING p_lo, p_hi;
+  USING p_lo, p_hi, p_range_accounts, p_range_from, p_range_to;
   RETURN v_events;
 END
 $$;
-COMMENT ON FUNCTION tally._fold_rollups(text, bigint, bigint, text[]) IS
-  'Folds events into the given grains (hourly, daily, monthly) with additive upserts and returns how many: the id window (p_lo, p_hi] for source window, or the events with id <= p_hi inside the ranges of pg_temp.tally_rebuild for source ranges. Voided events are skipped.';
-REVOKE ALL ON FUNCTION tally._fold_rollups(text, bigint, bigint, text[]) FROM PUBLIC, anon, authenticated, service_role;
+COMMENT ON FUNCTION tally._fold_rollups(text, bigint, bigint, text[], uuid[], timestamptz[], timestamptz[]) IS
+  'Folds events into the given grains (hourly, daily, monthly) with additive upserts and returns how many: the id window (p_lo, p_hi] for source window, or the events with id <= p_hi inside the (account, from, to) ranges for source ranges. Voided events are skipped.';
+REVOKE ALL ON FUNCTION tally._fold_rollups(text, bigint, bigint, text[], uuid[], timestamptz[], timestamptz[]) FROM PUBLIC, anon, authenticated, service_role;
 
 CREATE FUNCTION tally.run_rollups(p_max_events bigint DEFAULT NULL) RETURNS jsonb
   LANGUAGE plpgsql

@@ -4,10 +4,12 @@
 -- and the events of those buckets with id <= watermark (not voided) are folded again, one
 -- grain at a time. Holding the rollups' lock meanwhile keeps the watermark still, so the
 -- rebuilt buckets and the incremental runs never count an event twice or miss one.
+-- The bucket lists travel as arrays, never through temporary tables: these functions run
+-- as the schema owner, and an object a caller left in pg_temp would run with its rights.
 
--- Rebuilds the buckets listed in pg_temp.tally_rebuild_keys (grain, account_id, bucket),
--- which the caller fills; returns how many buckets it rebuilt per grain.
-CREATE FUNCTION tally._rebuild_rollups() RETURNS jsonb
+-- Rebuilds the buckets given as parallel arrays (grain, account_id, bucket as text) and
+-- returns how many it rebuilt per grain.
+CREATE FUNCTION tally._rebuild_rollups(p_grains text[], p_accounts uuid[], p_buckets text[]) RETURNS jsonb
   LANGUAGE plpgsql
   SET search_path = ''
   AS $$
@@ -15,38 +17,41 @@ DECLARE
   v_watermark bigint := (SELECT s.watermark FROM tally.rollup_state s);
   v_grain     text;
   v_counts    jsonb := '{}';
-  v_n         bigint;
+  v_accounts  uuid[];
+  v_from      timestamptz[];
+  v_to        timestamptz[];
 BEGIN
-  CREATE TEMP TABLE IF NOT EXISTS tally_rebuild (account_id uuid, range_from timestamptz, range_to timestamptz) ON COMMIT DROP;
   FOREACH v_grain IN ARRAY ARRAY['hourly', 'daily', 'monthly'] LOOP
-    TRUNCATE pg_temp.tally_rebuild;
     -- the UTC time range of each bucket: an hour, or a local day or month of the account
-    INSERT INTO pg_temp.tally_rebuild (account_id, range_from, range_to)
-    SELECT DISTINCT k.account_id,
-           CASE v_grain WHEN 'hourly' THEN k.bucket::timestamptz
-                        ELSE (k.bucket::date)::timestamp AT TIME ZONE a.timezone END,
-           CASE v_grain WHEN 'hourly' THEN k.bucket::timestamptz + interval '1 hour'
-                        WHEN 'daily' THEN (k.bucket::date + 1)::timestamp AT TIME ZONE a.timezone
-                        ELSE (k.bucket::date + interval '1 month') AT TIME ZONE a.timezone END
-    FROM pg_temp.tally_rebuild_keys k
-    JOIN tally.accounts a ON a.id = k.account_id
-    WHERE k.grain = v_grain;
-    GET DIAGNOSTICS v_n = ROW_COUNT;
-    v_counts := v_counts || jsonb_build_object(v_grain, v_n);
-    CONTINUE WHEN v_n = 0;
+    SELECT array_agg(r.account_id), array_agg(r.range_from), array_agg(r.range_to)
+    INTO v_accounts, v_from, v_to
+    FROM (
+      SELECT DISTINCT k.account_id,
+             CASE v_grain WHEN 'hourly' THEN k.bucket::timestamptz
+                          ELSE (k.bucket::date)::timestamp AT TIME ZONE a.timezone END AS range_from,
+             CASE v_grain WHEN 'hourly' THEN k.bucket::timestamptz + interval '1 hour'
+                          WHEN 'daily' THEN (k.bucket::date + 1)::timestamp AT TIME ZONE a.timezone
+                          ELSE (k.bucket::date + interval '1 month') AT TIME ZONE a.timezone END AS range_to
+      FROM unnest(p_grains, p_accounts, p_buckets) AS k(grain, account_id, bucket)
+      JOIN tally.accounts a ON a.id = k.account_id
+      WHERE k.grain = v_grain
+    ) r;
+    v_counts := v_counts || jsonb_build_object(v_grain, coalesce(cardinality(v_accounts), 0));
+    CONTINUE WHEN v_accounts IS NULL;
 
     EXECUTE format(
-      'DELETE FROM tally.%I u USING pg_temp.tally_rebuild_keys k WHERE k.grain = $1 AND u.account_id = k.account_id AND u.bucket = k.bucket::%s',
+      'DELETE FROM tally.%I u USING unnest($2, $3, $4) AS k(grain, account_id, bucket)
+        WHERE k.grain = $1 AND u.account_id = k.account_id AND u.bucket = k.bucket::%s',
       'usage_' || v_grain, CASE v_grain WHEN 'hourly' THEN 'timestamptz' ELSE 'date' END)
-    USING v_grain;
-    PERFORM tally._fold_rollups('ranges', 0, v_watermark, ARRAY[v_grain]);
+    USING v_grain, p_grains, p_accounts, p_buckets;
+    PERFORM tally._fold_rollups('ranges', 0, v_watermark, ARRAY[v_grain], v_accounts, v_from, v_to);
   END LOOP;
   RETURN v_counts;
 END
 $$;
-COMMENT ON FUNCTION tally._rebuild_rollups() IS
-  'Deletes the aggregate rows of the buckets in pg_temp.tally_rebuild_keys (grain, account_id, bucket text) and folds their events again (id <= watermark, not voided). Returns {hourly, daily, monthly} bucket counts. Callers hold the rollups'' lock.';
-REVOKE ALL ON FUNCTION tally._rebuild_rollups() FROM PUBLIC, anon, authenticated, service_role;
+COMMENT ON FUNCTION tally._rebuild_rollups(text[], uuid[], text[]) IS
+  'Deletes the aggregate rows of the given buckets (parallel arrays grain, account_id, bucket text) and folds their events again (id <= watermark, not voided). Returns {hourly, daily, monthly} bucket counts. Callers hold the rollups'' lock.';
+REVOKE ALL ON FUNCTION tally._rebuild_rollups(text[], uuid[], text[]) FROM PUBLIC, anon, authenticated, service_role;
 
 CREATE FUNCTION tally.void_events(p_event_ids bigint[], p_reason text) RETURNS jsonb
   LANGUAGE plpgsql
@@ -55,10 +60,15 @@ CREATE FUNCTION tally.void_events(p_event_ids bigint[], p_reason text) RETURNS j
   SET jit = off
   AS $$
 DECLARE
-  v_found    bigint;
-  v_missing  bigint[];
-  v_voided   bigint;
-  v_rebuilt  jsonb := '{}';
+  v_accounts  uuid[];
+  v_ids       bigint[];
+  v_times     timestamptz[];
+  v_missing   bigint[];
+  v_voided    bigint;
+  v_grains    text[];
+  v_kaccounts uuid[];
+  v_kbuckets  text[];
+  v_rebuilt   jsonb := '{}';
 BEGIN
   IF p_event_ids IS NULL OR cardinality(p_event_ids) = 0 THEN
     PERFORM tally._raise('invalid_parameter', '22023', 'event_ids: give at least one event id');
@@ -73,15 +83,12 @@ BEGIN
   -- watermark must not move while buckets are rebuilt.
   PERFORM pg_advisory_xact_lock(hashtext('tally.run_rollups'));
 
-  CREATE TEMP TABLE IF NOT EXISTS tally_void_targets (account_id uuid, event_id bigint, occurred_at timestamptz) ON COMMIT DROP;
-  TRUNCATE pg_temp.tally_void_targets;
-  INSERT INTO pg_temp.tally_void_targets
-  SELECT e.account_id, e.id, e.occurred_at FROM tally.events e WHERE e.id = ANY (p_event_ids);
-  GET DIAGNOSTICS v_found = ROW_COUNT;
-  IF v_found < (SELECT count(DISTINCT i) FROM unnest(p_event_ids) i) THEN
-    SELECT array_agg(i ORDER BY i) INTO v_missing
-    FROM (SELECT DISTINCT i FROM unnest(p_event_ids) i
-          WHERE NOT EXISTS (SELECT 1 FROM pg_temp.tally_void_targets t WHERE t.event_id = i) LIMIT 10) m;
+  SELECT array_agg(e.account_id), array_agg(e.id), array_agg(e.occurred_at)
+  INTO v_accounts, v_ids, v_times
+  FROM tally.events e WHERE e.id = ANY (p_event_ids);
+  SELECT array_agg(i ORDER BY i) INTO v_missing
+  FROM (SELECT DISTINCT i FROM unnest(p_event_ids) i WHERE i IS NULL OR NOT i = ANY (coalesce(v_ids, '{}')) LIMIT 10) m;
+  IF v_missing IS NOT NULL THEN
     PERFORM tally._raise('event_not_found', 'P0002', format('event_ids: no events %s', v_missing));
   END IF;
 
@@ -90,7 +97,7 @@ BEGIN
     INSERT INTO tally.event_voids (account_id, event_id, occurred_at, voided_by, reason)
     SELECT t.account_id, t.event_id, t.occurred_at,
            tally._caller_role()::text || coalesce(' (user ' || (SELECT auth.uid())::text || ')', ''), btrim(p_reason)
-    FROM pg_temp.tally_void_targets t
+    FROM unnest(v_accounts, v_ids, v_times) AS t(account_id, event_id, occurred_at)
     ON CONFLICT DO NOTHING
     RETURNING 1
   )
@@ -98,21 +105,22 @@ BEGIN
 
   -- the buckets the events had been counted in: only events the rollups already folded
   -- (later ones are simply skipped by the next run)
-  CREATE TEMP TABLE IF NOT EXISTS tally_rebuild_keys (grain text, account_id uuid, bucket text) ON COMMIT DROP;
-  TRUNCATE pg_temp.tally_rebuild_keys;
-  INSERT INTO pg_temp.tally_rebuild_keys (grain, account_id, bucket)
-  SELECT DISTINCT g.grain, v.account_id,
-         CASE g.grain WHEN 'hourly' THEN date_trunc('hour', v.occurred_at, 'UTC')::text
-                      WHEN 'daily' THEN (v.occurred_at AT TIME ZONE a.timezone)::date::text
-                      ELSE date_trunc('month', v.occurred_at AT TIME ZONE a.timezone)::date::text END
-  FROM pg_temp.tally_void_targets v
-  JOIN tally.accounts a ON a.id = v.account_id
-  CROSS JOIN (VALUES ('hourly'), ('daily'), ('monthly')) AS g(grain)
-  WHERE v.event_id <= (SELECT s.watermark FROM tally.rollup_state s);
-  IF FOUND THEN
-    v_rebuilt := tally._rebuild_rollups();
+  SELECT array_agg(k.grain), array_agg(k.account_id), array_agg(k.bucket)
+  INTO v_grains, v_kaccounts, v_kbuckets
+  FROM (
+    SELECT DISTINCT g.grain, t.account_id,
+           CASE g.grain WHEN 'hourly' THEN date_trunc('hour', t.occurred_at, 'UTC')::text
+                        WHEN 'daily' THEN (t.occurred_at AT TIME ZONE a.timezone)::date::text
+                        ELSE date_trunc('month', t.occurred_at AT TIME ZONE a.timezone)::date::text END AS bucket
+    FROM unnest(v_accounts, v_ids, v_times) AS t(account_id, event_id, occurred_at)
+    JOIN tally.accounts a ON a.id = t.account_id
+    CROSS JOIN (VALUES ('hourly'), ('daily'), ('monthly')) AS g(grain)
+    WHERE t.event_id <= (SELECT s.watermark FROM tally.rollup_state s)
+  ) k;
+  IF v_grains IS NOT NULL THEN
+    v_rebuilt := tally._rebuild_rollups(v_grains, v_kaccounts, v_kbuckets);
   END IF;
-  RETURN jsonb_build_object('voided', v_voided, 'already_void', v_found - v_voided, 'rebuilt_buckets', v_rebuilt);
+  RETURN jsonb_build_object('voided', v_voided, 'already_void', cardinality(v_ids) - v_voided, 'rebuilt_buckets', v_rebuilt);
 END
 $$;
 COMMENT ON FUNCTION tally.void_events(bigint[], text) IS
@@ -128,7 +136,10 @@ CREATE FUNCTION tally.recompute_rollups(p_from timestamptz, p_to timestamptz) RE
   AS $$
 DECLARE
   v_watermark bigint;
-  v_rebuilt   jsonb;
+  v_grains    text[];
+  v_accounts  uuid[];
+  v_buckets   text[];
+  v_rebuilt   jsonb := '{"hourly": 0, "daily": 0, "monthly": 0}';
 BEGIN
   IF p_from IS NULL OR p_to IS NULL OR p_from >= p_to THEN
     PERFORM tally._raise('invalid_parameter', '22023', format('from, to: need from < to (got %s, %s)', p_from, p_to));
@@ -139,8 +150,6 @@ BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('tally.run_rollups'));
   v_watermark := (SELECT s.watermark FROM tally.rollup_state s);
 
-  CREATE TEMP TABLE IF NOT EXISTS tally_rebuild_keys (grain text, account_id uuid, bucket text) ON COMMIT DROP;
-  TRUNCATE pg_temp.tally_rebuild_keys;
   WITH candidates AS (
     -- the folded events that can fall in a bucket overlapping the range
     SELECT e.account_id, e.occurred_at, a.timezone,
@@ -173,13 +182,17 @@ BEGIN
     SELECT 'monthly', u.account_id, u.bucket::text FROM tally.usage_monthly u JOIN tally.accounts a ON a.id = u.account_id
     WHERE u.bucket BETWEEN date_trunc('month', (p_from AT TIME ZONE a.timezone))::date
                        AND date_trunc('month', ((p_to - interval '1 microsecond') AT TIME ZONE a.timezone))::date
+  ),
+  all_keys AS (
+    SELECT grain, account_id, bucket FROM event_keys
+    UNION
+    SELECT grain, account_id, bucket FROM row_keys
   )
-  INSERT INTO pg_temp.tally_rebuild_keys (grain, account_id, bucket)
-  SELECT grain, account_id, bucket FROM event_keys
-  UNION
-  SELECT grain, account_id, bucket FROM row_keys;
+  SELECT array_agg(k.grain), array_agg(k.account_id), array_agg(k.bucket) INTO v_grains, v_accounts, v_buckets FROM all_keys k;
 
-  v_rebuilt := tally._rebuild_rollups();
+  IF v_grains IS NOT NULL THEN
+    v_rebuilt := tally._rebuild_rollups(v_grains, v_accounts, v_buckets);
+  END IF;
   RETURN jsonb_build_object('rebuilt_buckets', v_rebuilt, 'watermark', v_watermark, 'from', p_from, 'to', p_to);
 END
 $$;
