@@ -45,6 +45,13 @@ export const SCHEDULED_JOBS: readonly ScheduledJob[] = [
     description: 'forgets idempotency keys older than the setting ingest.idempotency_retention (default 7 days)',
   },
   {
+    name: 'tally-retention',
+    cron: '57 3 * * *',
+    sql: 'select tally.apply_retention() as result',
+    expireInSeconds: 3600,
+    description: 'drops events partitions past retention.events and deletes aggregates and dead letters past theirs',
+  },
+  {
     name: 'tally-verify-rollups',
     cron: '47 3 * * *',
     sql: 'select tally.verify_previous_day() as result',

@@ -39,6 +39,10 @@ BEGIN
   IF p_to - p_from > interval '400 days' THEN
     PERFORM tally._raise('invalid_parameter', '22023', 'from, to: at most 400 days per call; verify a long history in pieces');
   END IF;
+  IF p_from < tally._retention_floor('events') THEN
+    PERFORM tally._raise('past_retention', '22023',
+      format('from: raw events before %s are past retention (setting retention.events); nothing to verify against', tally._retention_floor('events')));
+  END IF;
 
   RETURN QUERY
   WITH state AS (
@@ -66,11 +70,11 @@ BEGIN
     -- each folded event once per grain whose bucket overlaps the range
     SELECT 'hourly' AS grain, f.account_id, f.hour_utc::text AS bucket, f.dim_key, f.success, f.cached, f.files, f.bytes, f.tokens_in, f.tokens_out, f.cost_usd, f.potential_cost_usd, f.quantity, f.latency_ms
     FROM folded f
-    WHERE f.hour_utc >= date_trunc('hour', p_from, 'UTC') AND f.hour_utc < p_to
+    WHERE f.hour_utc >= date_trunc('hour', p_from, 'UTC') AND f.hour_utc < p_to AND f.hour_utc >= tally._retention_floor('hourly')
     UNION ALL
     SELECT 'daily', f.account_id, f.local_day::text, f.dim_key, f.success, f.cached, f.files, f.bytes, f.tokens_in, f.tokens_out, f.cost_usd, f.potential_cost_usd, f.quantity, f.latency_ms
     FROM folded f
-    WHERE f.local_day BETWEEN f.from_day AND f.to_day
+    WHERE f.local_day BETWEEN f.from_day AND f.to_day AND f.local_day >= tally._retention_floor('daily')::date
     UNION ALL
     SELECT 'monthly', f.account_id, date_trunc('month', f.local_day)::date::text, f.dim_key, f.success, f.cached, f.files, f.bytes, f.tokens_in, f.tokens_out, f.cost_usd, f.potential_cost_usd, f.quantity, f.latency_ms
     FROM folded f
@@ -95,13 +99,14 @@ BEGIN
              u.cached, u.files, u.bytes, u.tokens_in, u.tokens_out, u.cost_usd, u.potential_cost_usd, u.quantity,
              u.latency_count, u.latency_sum, u.latency_max, u.latency_hist) AS m
     FROM tally.usage_hourly u
-    WHERE u.bucket >= date_trunc('hour', p_from, 'UTC') AND u.bucket < p_to
+    WHERE u.bucket >= date_trunc('hour', p_from, 'UTC') AND u.bucket < p_to AND u.bucket >= tally._retention_floor('hourly')
     UNION ALL
     SELECT 'daily', u.account_id, u.bucket::text, u.dim_key, tally._usage_metrics(u.requests, u.successful, u.failed,
              u.cached, u.files, u.bytes, u.tokens_in, u.tokens_out, u.cost_usd, u.potential_cost_usd, u.quantity,
              u.latency_count, u.latency_sum, u.latency_max, u.latency_hist)
     FROM tally.usage_daily u JOIN tally.accounts a ON a.id = u.account_id
     WHERE u.bucket BETWEEN (p_from AT TIME ZONE a.timezone)::date AND ((p_to - interval '1 microsecond') AT TIME ZONE a.timezone)::date
+      AND u.bucket >= tally._retention_floor('daily')::date
     UNION ALL
     SELECT 'monthly', u.account_id, u.bucket::text, u.dim_key, tally._usage_metrics(u.requests, u.successful, u.failed,
              u.cached, u.files, u.bytes, u.tokens_in, u.tokens_out, u.cost_usd, u.potential_cost_usd, u.quantity,
@@ -120,7 +125,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tally.verify_rollups(timestamptz, timestamptz) IS
-  'Compares every hourly, daily and monthly bucket that overlaps [p_from, p_to) (at most 400 days) with the folded raw events (id <= watermark), metric by metric. Returns one row per bucket and dimension tuple that differs (expected from events, actual stored; NULL when missing); no rows = consistent. Service callers only.';
+  'Compares every hourly, daily and monthly bucket that overlaps [p_from, p_to) (at most 400 days) with the folded raw events (id <= watermark), metric by metric (hourly and daily buckets past their retention are skipped). Refuses a range starting before the retention of raw events (past_retention, 22023). Returns one row per bucket and dimension tuple that differs (expected from events, actual stored; NULL when missing); no rows = consistent. Service callers only.';
 REVOKE ALL ON FUNCTION tally.verify_rollups(timestamptz, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.verify_rollups(timestamptz, timestamptz) TO service_role;
 

@@ -147,6 +147,10 @@ BEGIN
   IF p_to - p_from > interval '400 days' THEN
     PERFORM tally._raise('invalid_parameter', '22023', 'from, to: at most 400 days per call; recompute a long history in pieces');
   END IF;
+  IF p_from < tally._retention_floor('events') THEN
+    PERFORM tally._raise('past_retention', '22023',
+      format('from: raw events before %s are past retention (setting retention.events); their rollups cannot be rebuilt', tally._retention_floor('events')));
+  END IF;
   PERFORM pg_advisory_xact_lock(hashtext('tally.run_rollups'));
   v_watermark := (SELECT s.watermark FROM tally.rollup_state s);
 
@@ -184,9 +188,11 @@ BEGIN
                        AND date_trunc('month', ((p_to - interval '1 microsecond') AT TIME ZONE a.timezone))::date
   ),
   all_keys AS (
-    SELECT grain, account_id, bucket FROM event_keys
-    UNION
-    SELECT grain, account_id, bucket FROM row_keys
+    -- hourly and daily buckets past their own retention stay deleted
+    SELECT k.grain, k.account_id, k.bucket
+    FROM (SELECT grain, account_id, bucket FROM event_keys UNION SELECT grain, account_id, bucket FROM row_keys) k
+    WHERE (k.grain <> 'hourly' OR k.bucket::timestamptz >= tally._retention_floor('hourly'))
+      AND (k.grain <> 'daily' OR k.bucket::date >= tally._retention_floor('daily')::date)
   )
   SELECT array_agg(k.grain), array_agg(k.account_id), array_agg(k.bucket) INTO v_grains, v_accounts, v_buckets FROM all_keys k;
 
@@ -197,6 +203,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tally.recompute_rollups(timestamptz, timestamptz) IS
-  'Rebuilds every hourly, daily and monthly bucket that overlaps [p_from, p_to) (at most 400 days) from the raw events the rollups have folded (id <= watermark, not voided): after a reprice, a void or a bug fix. Idempotent; runs never overlap it. Returns {rebuilt_buckets: {hourly, daily, monthly}, watermark}. Service callers only.';
+  'Rebuilds every hourly, daily and monthly bucket that overlaps [p_from, p_to) (at most 400 days) from the raw events the rollups have folded (id <= watermark, not voided): after a reprice, a void or a bug fix. Refuses a range starting before the retention of raw events (past_retention, 22023); hourly and daily buckets past their own retention are left alone. Idempotent; runs never overlap it. Returns {rebuilt_buckets: {hourly, daily, monthly}, watermark}. Service callers only.';
 REVOKE ALL ON FUNCTION tally.recompute_rollups(timestamptz, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.recompute_rollups(timestamptz, timestamptz) TO service_role;
