@@ -63,7 +63,10 @@ async function runJob(pool: pg.Pool, job: ScheduledJob, running: Set<number>): P
       for (let calls = 1; ; calls++) {
         const { rows } = await client.query<{ result: unknown }>(job.sql);
         result = rows[0]?.result ?? null;
-        const more = (result as { more?: unknown } | null)?.more === true;
+        // more work, unless the run stopped to wait for a transaction still writing events:
+        // calling again at once would only spin until that transaction ends
+        const report = result as { more?: unknown; waiting_for_pids?: unknown } | null;
+        const more = report?.more === true && report.waiting_for_pids === undefined;
         if (!job.repeatWhileMore || !more || Date.now() > budgetEnds) {
           if (job.repeatWhileMore && calls > 1 && result && typeof result === 'object') result = { ...result, calls };
           break;

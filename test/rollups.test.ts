@@ -460,6 +460,67 @@ describe('run_rollups', () => {
     }
   });
 
+  it('void_events is exact where local midnight happens twice, and under any session DateStyle and TimeZone', async () => {
+    // Atlantic/Azores falls back from 01:00 to 00:00 on 2025-10-26: midnight happens twice
+    const azores = await createAccount(db.pool, 'Azores', null, 'Atlantic/Azores');
+    await recordEvents(db.pool, [
+      { account_id: azores, event_type: 'x', occurred_at: '2025-10-26T00:30:00Z', idempotency_key: 'az-1' },
+      { account_id: azores, event_type: 'x', occurred_at: '2025-10-25T12:00:00Z', idempotency_key: 'az-2' },
+      { account_id: azores, event_type: 'x', occurred_at: '2025-10-26T12:00:00Z', idempotency_key: 'az-3' },
+    ]);
+    await drain();
+    const { rows } = await db.pool.query("select id::text from tally.events where account_id = $1 and idempotency_key = 'az-2'", [azores]);
+    const client = await db.pool.connect();
+    try {
+      await client.query("set datestyle = 'SQL, DMY'");
+      await client.query("set timezone = 'Asia/Kolkata'");
+      await client.query('select tally.void_events($1::bigint[], $2)', [[rows[0].id], 'double midnight']);
+    } finally {
+      await client.query('reset datestyle; reset timezone');
+      client.release();
+    }
+    await expectRollupsMatchEvents([azores]);
+  });
+
+  it('void_events and recompute_rollups refuse REPEATABLE READ, which would read a stale watermark', async () => {
+    const client = await db.pool.connect();
+    try {
+      await client.query('begin isolation level repeatable read');
+      await expect(client.query("select tally.recompute_rollups(now() - interval '1 day', now())")).rejects.toMatchObject({ code: '22023' });
+      await client.query('rollback');
+    } finally {
+      client.release();
+    }
+  });
+
+  it("an account's time zone is fixed once it has daily rollups", async () => {
+    const account = await createAccount(db.pool, 'Zoned', null, 'UTC');
+    const change = (tz: string) =>
+      as(db.pool, service, (c) => c.query('select tally.update_account(p_account_id => $1::uuid, p_timezone => $2::text)', [account, tz]));
+    await change('Asia/Tokyo');
+    await recordEvents(db.pool, events(account, 5, 47));
+    await drain();
+    await expect(change('Europe/Paris')).rejects.toMatchObject({ code: '22023', hint: 'timezone_locked' });
+  });
+
+  it('histogram slots stay in 0..41 whatever the latency or the input', async () => {
+    const account = await createAccount(db.pool, 'Slow');
+    await recordEvents(db.pool, [
+      { account_id: account, event_type: 'x', latency_ms: 2_000_000_000 },
+      { account_id: account, event_type: 'x', latency_ms: 1_482_910 },
+      { account_id: account, event_type: 'x', latency_ms: 1_482_909 },
+      { account_id: account, event_type: 'x', latency_ms: 0 },
+    ]);
+    await drain();
+    const { rows } = await db.pool.query('select latency_hist from tally.usage_monthly where account_id = $1', [account]);
+    const hist = (rows[0].latency_hist as string[]).map(Number);
+    expect(hist).toHaveLength(42);
+    expect([hist[0], hist[40], hist[41]]).toEqual([1, 1, 2]);
+    const huge = await db.pool.query('select cardinality(tally._hist_sfunc(null, 10000000, 1)) as n');
+    expect(huge.rows[0].n).toBe(42);
+    expect(await runRollups(Number.MAX_SAFE_INTEGER)).toMatchObject({ more: false });
+  });
+
   it('refuses REPEATABLE READ and a bad max_events', async () => {
     const client = await db.pool.connect();
     try {

@@ -49,11 +49,13 @@ describe('security', () => {
     expect(tables.rows).toEqual([]);
   });
 
-  it('every SECURITY DEFINER function pins an empty search_path', async () => {
+  it('every SECURITY DEFINER function pins search_path to pg_catalog, then pg_temp last', async () => {
+    // An empty search_path still searches pg_temp first for relations and types.
     const { rows } = await db.pool.query(`
       select p.oid::regprocedure::text as fn, p.proconfig from pg_proc p
-      where p.pronamespace = 'tally'::regnamespace and p.prosecdef
-        and not coalesce('search_path=""' = any(p.proconfig), false)
+      where p.pronamespace = 'tally'::regnamespace
+        and (p.prosecdef or exists (select 1 from unnest(p.proconfig) c where c like 'search_path=%'))
+        and not coalesce('search_path=pg_catalog, pg_temp' = any(p.proconfig), false)
       order by 1`);
     expect(rows).toEqual([]);
     const count = await db.pool.query("select count(*)::int as n from pg_proc where pronamespace = 'tally'::regnamespace and prosecdef");
@@ -69,6 +71,27 @@ describe('security', () => {
       where p.pronamespace = 'tally'::regnamespace and p.proname not like '\\_%' and obj_description(p.oid, 'pg_proc') is null
       order by 1`);
     expect(rows).toEqual([]);
+  });
+
+  it('objects a caller puts in pg_temp never run with the owner\'s rights', async () => {
+    const client = await db.pool.connect();
+    try {
+      await client.query('begin');
+      await client.query('set local role service_role');
+      // a domain shadowing text, whose check would record that it ran as the owner
+      await client.query(`create function pg_temp.evil(v text) returns boolean language plpgsql as $$
+        begin perform set_config('tally_test.evil_ran_as', current_user, true); return true; end $$`);
+      await client.query('create domain pg_temp.text as pg_catalog.text check (pg_temp.evil(value))');
+      await client.query('create table pg_temp.settings (name text)');
+      await client.query("select tally.create_account(p_name => 'pg_temp probe')");
+      await client.query("select tally.set_setting('ingest.max_batch', '10000')");
+      await client.query("select tally.record_events('[]'::jsonb)");
+      const { rows } = await client.query("select current_setting('tally_test.evil_ran_as', true) as who");
+      expect(rows[0].who ?? '').toBe('');
+    } finally {
+      await client.query('rollback');
+      client.release();
+    }
   });
 
   it('an authenticated user cannot call service functions (SQLSTATE 42501)', async () => {

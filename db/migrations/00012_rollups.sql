@@ -27,13 +27,14 @@ INSERT INTO tally.settings (name, kind, value, default_value, min_value, max_val
 -- ---------------------------------------------------------------------------------------
 
 -- The latency histogram: 42 buckets on a log scale. Bucket 0 holds 0 ms; bucket k (1..40)
--- holds [t(k-1), t(k)) with t = these thresholds, each about sqrt(2) times the previous
--- (round(2^(k/2)) ms); bucket 41 holds 1048576 ms (about 17.5 min) and more.
+-- holds [t(k), t(k+1)) with t = these 41 thresholds, round(2^((k-1)/2)) ms, each 1.5 times
+-- the previous at most and sqrt(2) times on average; bucket 41 holds 1482910 ms (about
+-- 25 min) and more.
 CREATE FUNCTION tally.latency_buckets() RETURNS integer[]
   LANGUAGE sql IMMUTABLE
-  AS $$ select '{1,2,3,4,6,8,11,16,23,32,45,64,91,128,181,256,362,512,724,1024,1448,2048,2896,4096,5793,8192,11585,16384,23170,32768,46341,65536,92682,131072,185364,262144,370728,524288,741455,1048576}'::integer[] $$;
+  AS $$ select '{1,2,3,4,6,8,11,16,23,32,45,64,91,128,181,256,362,512,724,1024,1448,2048,2896,4096,5793,8192,11585,16384,23170,32768,46341,65536,92682,131072,185364,262144,370728,524288,741455,1048576,1482910}'::integer[] $$;
 COMMENT ON FUNCTION tally.latency_buckets() IS
-  'The lower bounds (ms) of latency histogram buckets 1..40 of the rollups: bucket 0 is [0, 1), bucket k is [bounds[k], bounds[k+1]), bucket 41 is >= 1048576 ms. Adjacent bounds differ by at most a factor of sqrt(2) from 4 ms up, so a percentile read as the geometric middle of its bucket is within about 19 % of the true value (exact to 1 ms below 4 ms).';
+  'The lower bounds (ms) of latency histogram buckets 1..41 of the rollups (width_bucket(latency_ms, latency_buckets()) is the slot, 0-based): bucket 0 is [0, 1), bucket k is [bounds[k], bounds[k+1]), bucket 41 is >= 1482910 ms. Adjacent bounds differ by a factor of 1.5 at most, so a percentile read as the geometric middle of its bucket is within about 23 % of the true value (exact to 1 ms below 4 ms).';
 REVOKE ALL ON FUNCTION tally.latency_buckets() FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.latency_buckets() TO authenticated, service_role;
 
@@ -65,13 +66,13 @@ BEGIN
   IF p_state IS NULL THEN
     p_state := array_fill(0::bigint, ARRAY[42]);
   END IF;
-  IF p_bucket IS NOT NULL AND p_count IS NOT NULL THEN
+  IF p_bucket BETWEEN 0 AND 41 AND p_count IS NOT NULL THEN
     p_state[p_bucket + 1] := p_state[p_bucket + 1] + p_count;
   END IF;
   RETURN p_state;
 END
 $$;
-COMMENT ON FUNCTION tally._hist_sfunc(bigint[], integer, bigint) IS 'State function of tally._hist_agg: adds p_count to slot p_bucket (0-based) of a 42-slot histogram.';
+COMMENT ON FUNCTION tally._hist_sfunc(bigint[], integer, bigint) IS 'State function of tally._hist_agg: adds p_count to slot p_bucket (0-based, 0..41; anything else is ignored) of a 42-slot histogram.';
 REVOKE ALL ON FUNCTION tally._hist_sfunc(bigint[], integer, bigint) FROM PUBLIC, anon, authenticated, service_role;
 
 CREATE AGGREGATE tally._hist_agg(integer, bigint) (SFUNC = tally._hist_sfunc, STYPE = bigint[]);
@@ -81,10 +82,12 @@ REVOKE ALL ON FUNCTION tally._hist_agg(integer, bigint) FROM PUBLIC, anon, authe
 CREATE FUNCTION tally._hist_add(p_a bigint[], p_b bigint[]) RETURNS bigint[]
   LANGUAGE sql IMMUTABLE
   AS $$
-    select coalesce(pg_catalog.array_agg(coalesce(x, 0) + coalesce(y, 0) ORDER BY i), p_a)
-    from ROWS FROM (pg_catalog.unnest(p_a), pg_catalog.unnest(p_b)) WITH ORDINALITY AS t(x, y, i)
+    select case when pg_catalog.cardinality(p_a) = 42 and pg_catalog.cardinality(p_b) = 42 then
+             (select pg_catalog.array_agg(x + y ORDER BY i)
+              from ROWS FROM (pg_catalog.unnest(p_a), pg_catalog.unnest(p_b)) WITH ORDINALITY AS t(x, y, i))
+           else coalesce(p_a, p_b) end
   $$;
-COMMENT ON FUNCTION tally._hist_add(bigint[], bigint[]) IS 'Adds two latency histograms slot by slot.';
+COMMENT ON FUNCTION tally._hist_add(bigint[], bigint[]) IS 'Adds two 42-slot latency histograms slot by slot (anything else: the first non-null one unchanged).';
 REVOKE ALL ON FUNCTION tally._hist_add(bigint[], bigint[]) FROM PUBLIC, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------
@@ -194,6 +197,46 @@ COMMENT ON FUNCTION tally._events_writers(text[]) IS
   'Virtual transaction ids of the other transactions holding RowExclusiveLock on tally.events or a partition (optionally only those among p_among): the only ones that can own an event id not yet visible.';
 REVOKE ALL ON FUNCTION tally._events_writers(text[]) FROM PUBLIC, anon, authenticated, service_role;
 
+-- Rollup functions read the state, then the events, in separate statements: each must
+-- see what committed before it began.
+CREATE FUNCTION tally._require_read_committed(p_function text) RETURNS void
+  LANGUAGE plpgsql STABLE
+  SET search_path = ''
+  AS $$
+BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    PERFORM tally._raise('invalid_parameter', '22023',
+      format('%s needs READ COMMITTED isolation (this transaction is %s)', p_function, current_setting('transaction_isolation')));
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION tally._require_read_committed(text) IS 'Raises invalid_parameter unless the transaction runs at READ COMMITTED.';
+REVOKE ALL ON FUNCTION tally._require_read_committed(text) FROM PUBLIC, anon, authenticated, service_role;
+
+-- An account's days and months are cut in its time zone when its events are folded; a
+-- later change of zone would leave old buckets cut one way and new ones another, and a
+-- rebuild could then count an event twice. So the zone is fixed once usage is folded.
+CREATE FUNCTION tally.tg_accounts__lock_timezone() RETURNS trigger
+  LANGUAGE plpgsql
+  SECURITY DEFINER
+  SET search_path = ''
+  AS $$
+BEGIN
+  IF NEW.timezone IS DISTINCT FROM OLD.timezone
+     AND EXISTS (SELECT 1 FROM tally.usage_daily u WHERE u.account_id = OLD.id) THEN
+    PERFORM tally._raise('timezone_locked', '22023',
+      format('timezone: account %s already has usage rolled up by day in %s; its calendar cannot change (create a new account for a new time zone)',
+             OLD.id, OLD.timezone));
+  END IF;
+  RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION tally.tg_accounts__lock_timezone() IS
+  'Refuses to change an account''s time zone once it has daily rollups (timezone_locked, 22023): its days and months were cut in the old zone.';
+REVOKE ALL ON FUNCTION tally.tg_accounts__lock_timezone() FROM PUBLIC, anon, authenticated, service_role;
+CREATE TRIGGER lock_timezone BEFORE UPDATE OF timezone ON tally.accounts
+  FOR EACH ROW EXECUTE FUNCTION tally.tg_accounts__lock_timezone();
+
 -- The fold: aggregates a set of events into the given grains with additive upserts, and
 -- returns how many events it folded. The set is either the id window (lo, hi] ('window'),
 -- or, for rebuilding buckets, the events with id <= hi inside the time ranges given as
@@ -204,10 +247,12 @@ REVOKE ALL ON FUNCTION tally._events_writers(text[]) FROM PUBLIC, anon, authenti
 -- one upsert per grain, the same for all three but for the table and the bucket.
 CREATE FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[],
                                     p_range_accounts uuid[] DEFAULT NULL, p_range_from timestamptz[] DEFAULT NULL,
-                                    p_range_to timestamptz[] DEFAULT NULL) RETURNS bigint
+                                    p_range_to timestamptz[] DEFAULT NULL, p_range_buckets text[] DEFAULT NULL) RETURNS bigint
   LANGUAGE plpgsql
   SET search_path = ''
   SET jit = off
+  SET DateStyle = 'ISO'
+  SET TimeZone = 'UTC'
   AS $$
 DECLARE
   v_from    text;
@@ -219,10 +264,18 @@ BEGIN
     v_from := 'tally.events e JOIN tally.accounts a ON a.id = e.account_id';
     v_where := 'e.id > $1 AND e.id <= $2';
   ELSIF p_source = 'ranges' THEN
-    v_from := 'unnest($3, $4, $5) AS r(account_id, range_from, range_to)'
+    -- the range finds the candidates; the bucket expression of the fold itself decides,
+    -- so a local midnight that happens twice (a DST change at 00:00) cannot disagree
+    IF cardinality(p_grains) <> 1 THEN
+      RAISE EXCEPTION 'ranges fold one grain at a time';
+    END IF;
+    v_from := 'unnest($3, $4, $5, $6) AS r(account_id, range_from, range_to, bucket)'
               ' JOIN tally.events e ON e.account_id = r.account_id AND e.occurred_at >= r.range_from AND e.occurred_at < r.range_to'
               ' JOIN tally.accounts a ON a.id = e.account_id';
-    v_where := 'e.id <= $2';
+    v_where := 'e.id <= $2 AND ' || CASE p_grains[1]
+      WHEN 'hourly' THEN 'date_trunc(''hour'', e.occurred_at, ''UTC'') = r.bucket::timestamptz'
+      WHEN 'daily' THEN '(e.occurred_at AT TIME ZONE a.timezone)::date = r.bucket::date'
+      ELSE 'date_trunc(''month'', e.occurred_at AT TIME ZONE a.timezone)::date = r.bucket::date' END;
   ELSE
     RAISE EXCEPTION 'unknown fold source %', p_source;
   END IF;
@@ -295,13 +348,13 @@ BEGIN
   )%3$s
   SELECT coalesce(sum(b.requests), 0) FROM base b$q$, v_from, v_where, v_upserts)
   INTO v_events
-  USING p_lo, p_hi, p_range_accounts, p_range_from, p_range_to;
+  USING p_lo, p_hi, p_range_accounts, p_range_from, p_range_to, p_range_buckets;
   RETURN v_events;
 END
 $$;
-COMMENT ON FUNCTION tally._fold_rollups(text, bigint, bigint, text[], uuid[], timestamptz[], timestamptz[]) IS
-  'Folds events into the given grains (hourly, daily, monthly) with additive upserts and returns how many: the id window (p_lo, p_hi] for source window, or the events with id <= p_hi inside the (account, from, to) ranges for source ranges. Voided events are skipped.';
-REVOKE ALL ON FUNCTION tally._fold_rollups(text, bigint, bigint, text[], uuid[], timestamptz[], timestamptz[]) FROM PUBLIC, anon, authenticated, service_role;
+COMMENT ON FUNCTION tally._fold_rollups(text, bigint, bigint, text[], uuid[], timestamptz[], timestamptz[], text[]) IS
+  'Folds events into the given grains (hourly, daily, monthly) with additive upserts and returns how many: the id window (p_lo, p_hi] for source window, or, for source ranges (one grain), the events with id <= p_hi in the given (account, from, to, bucket) rows whose bucket is that bucket. Voided events are skipped.';
+REVOKE ALL ON FUNCTION tally._fold_rollups(text, bigint, bigint, text[], uuid[], timestamptz[], timestamptz[], text[]) FROM PUBLIC, anon, authenticated, service_role;
 
 CREATE FUNCTION tally.run_rollups(p_max_events bigint DEFAULT NULL) RETURNS jsonb
   LANGUAGE plpgsql
@@ -318,15 +371,12 @@ DECLARE
   v_deadline timestamptz;
   v_pids     integer[];
   v_events   bigint;
+  v_lock_timeout text;
 BEGIN
   IF p_max_events IS NOT NULL AND p_max_events < 1 THEN
     PERFORM tally._raise('invalid_parameter', '22023', format('max_events: must be at least 1 (got %s)', p_max_events));
   END IF;
-  -- Each statement below must see what committed before it started.
-  IF current_setting('transaction_isolation') <> 'read committed' THEN
-    PERFORM tally._raise('invalid_parameter', '22023',
-      format('run_rollups needs READ COMMITTED isolation (this transaction is %s)', current_setting('transaction_isolation')));
-  END IF;
+  PERFORM tally._require_read_committed('run_rollups');
   -- One run at a time; a second caller returns at once.
   IF NOT pg_try_advisory_xact_lock(hashtext('tally.run_rollups')) THEN
     RETURN jsonb_build_object('skipped', true, 'reason', 'another run_rollups is in progress');
@@ -341,7 +391,7 @@ BEGIN
       last_high = v_state.watermark, last_waited_for = NULL, runs = runs + 1;
     RETURN jsonb_build_object('events', 0, 'watermark', v_state.watermark, 'more', false);
   END IF;
-  v_high := least(v_last, v_state.watermark + coalesce(p_max_events, tally._setting_int('rollups.chunk_events')));
+  v_high := v_state.watermark + least(v_last - v_state.watermark, coalesce(p_max_events, tally._setting_int('rollups.chunk_events')));
 
   -- 2. Wait for the transactions that may own an id <= high not visible yet. Writers that
   --    start now draw ids > high (the sequence only grows), so the set only shrinks.
@@ -364,9 +414,18 @@ BEGIN
   --    The fold is a new statement with a new snapshot: every id in the window is now
   --    committed or rolled back for good.
   -- Summarize the id index over the pages written since the last run first: unsummarized
-  -- BRIN ranges are read whole, and this keeps the window (and the live tail) cheap.
-  PERFORM pg_catalog.brin_summarize_new_values(i.inhrelid::regclass)
-  FROM pg_catalog.pg_inherits i WHERE i.inhparent = 'tally.events_id_brin'::regclass;
+  -- BRIN ranges are read whole, and this keeps the window (and the live tail) cheap. It is
+  -- an optimisation only: if a VACUUM or the like holds a partition, skip it this time
+  -- rather than wait (autosummarize catches up).
+  v_lock_timeout := current_setting('lock_timeout');
+  PERFORM set_config('lock_timeout', '200ms', true);
+  BEGIN
+    PERFORM pg_catalog.brin_summarize_new_values(i.inhrelid::regclass)
+    FROM pg_catalog.pg_inherits i WHERE i.inhparent = 'tally.events_id_brin'::regclass;
+  EXCEPTION WHEN lock_not_available THEN
+    NULL;
+  END;
+  PERFORM set_config('lock_timeout', v_lock_timeout, true);
   v_events := tally._fold_rollups('window', v_state.watermark, v_high, '{hourly,daily,monthly}');
 
   UPDATE tally.rollup_state SET watermark = v_high, last_started_at = v_started, last_finished_at = clock_timestamp(),

@@ -46,6 +46,7 @@ DECLARE
   v_daily     bigint;
   v_rejected  bigint;
 BEGIN
+  PERFORM tally._require_read_committed('apply_retention');
   -- no rollup runs meanwhile: a partition is dropped only once all of it is folded
   PERFORM pg_advisory_xact_lock(hashtext('tally.run_rollups'));
   v_watermark := (SELECT s.watermark FROM tally.rollup_state s);

@@ -31,6 +31,8 @@ CREATE FUNCTION tally.verify_rollups(p_from timestamptz, p_to timestamptz)
   SECURITY DEFINER
   SET search_path = ''
   SET jit = off
+  SET DateStyle = 'ISO'
+  SET TimeZone = 'UTC'
   AS $$
 BEGIN
   IF p_from IS NULL OR p_to IS NULL OR p_from >= p_to THEN
@@ -39,9 +41,11 @@ BEGIN
   IF p_to - p_from > interval '400 days' THEN
     PERFORM tally._raise('invalid_parameter', '22023', 'from, to: at most 400 days per call; verify a long history in pieces');
   END IF;
-  IF p_from < tally._retention_floor('events') THEN
+  -- the monthly buckets a range touches reach back to the start of its (local) month
+  IF p_from < tally._retention_floor('events') + interval '32 days' THEN
     PERFORM tally._raise('past_retention', '22023',
-      format('from: raw events before %s are past retention (setting retention.events); nothing to verify against', tally._retention_floor('events')));
+      format('from: must be at least 32 days after %s, where raw events past retention (setting retention.events) may be gone; nothing to verify against',
+             tally._retention_floor('events')));
   END IF;
 
   RETURN QUERY

@@ -12,6 +12,8 @@
 CREATE FUNCTION tally._rebuild_rollups(p_grains text[], p_accounts uuid[], p_buckets text[]) RETURNS jsonb
   LANGUAGE plpgsql
   SET search_path = ''
+  SET DateStyle = 'ISO'
+  SET TimeZone = 'UTC'
   AS $$
 DECLARE
   v_watermark bigint := (SELECT s.watermark FROM tally.rollup_state s);
@@ -20,18 +22,20 @@ DECLARE
   v_accounts  uuid[];
   v_from      timestamptz[];
   v_to        timestamptz[];
+  v_keys      text[];
 BEGIN
   FOREACH v_grain IN ARRAY ARRAY['hourly', 'daily', 'monthly'] LOOP
-    -- the UTC time range of each bucket: an hour, or a local day or month of the account
-    SELECT array_agg(r.account_id), array_agg(r.range_from), array_agg(r.range_to)
-    INTO v_accounts, v_from, v_to
+    -- the UTC time range that holds each bucket's events: an hour, or a local day or month
+    -- of the account, widened by a day (the fold then keeps exactly the bucket's events)
+    SELECT array_agg(r.account_id), array_agg(r.range_from), array_agg(r.range_to), array_agg(r.bucket)
+    INTO v_accounts, v_from, v_to, v_keys
     FROM (
-      SELECT DISTINCT k.account_id,
+      SELECT DISTINCT k.account_id, k.bucket,
              CASE v_grain WHEN 'hourly' THEN k.bucket::timestamptz
-                          ELSE (k.bucket::date)::timestamp AT TIME ZONE a.timezone END AS range_from,
+                          ELSE ((k.bucket::date)::timestamp AT TIME ZONE a.timezone) - interval '1 day' END AS range_from,
              CASE v_grain WHEN 'hourly' THEN k.bucket::timestamptz + interval '1 hour'
-                          WHEN 'daily' THEN (k.bucket::date + 1)::timestamp AT TIME ZONE a.timezone
-                          ELSE (k.bucket::date + interval '1 month') AT TIME ZONE a.timezone END AS range_to
+                          WHEN 'daily' THEN ((k.bucket::date + 1)::timestamp AT TIME ZONE a.timezone) + interval '1 day'
+                          ELSE ((k.bucket::date + interval '1 month') AT TIME ZONE a.timezone) + interval '1 day' END AS range_to
       FROM unnest(p_grains, p_accounts, p_buckets) AS k(grain, account_id, bucket)
       JOIN tally.accounts a ON a.id = k.account_id
       WHERE k.grain = v_grain
@@ -44,7 +48,7 @@ BEGIN
         WHERE k.grain = $1 AND u.account_id = k.account_id AND u.bucket = k.bucket::%s',
       'usage_' || v_grain, CASE v_grain WHEN 'hourly' THEN 'timestamptz' ELSE 'date' END)
     USING v_grain, p_grains, p_accounts, p_buckets;
-    PERFORM tally._fold_rollups('ranges', 0, v_watermark, ARRAY[v_grain], v_accounts, v_from, v_to);
+    PERFORM tally._fold_rollups('ranges', 0, v_watermark, ARRAY[v_grain], v_accounts, v_from, v_to, v_keys);
   END LOOP;
   RETURN v_counts;
 END
@@ -58,6 +62,8 @@ CREATE FUNCTION tally.void_events(p_event_ids bigint[], p_reason text) RETURNS j
   SECURITY DEFINER
   SET search_path = ''
   SET jit = off
+  SET DateStyle = 'ISO'
+  SET TimeZone = 'UTC'
   AS $$
 DECLARE
   v_accounts  uuid[];
@@ -79,6 +85,7 @@ BEGIN
   IF p_reason IS NULL OR length(btrim(p_reason)) NOT BETWEEN 1 AND 1000 THEN
     PERFORM tally._raise('invalid_parameter', '22023', 'reason: must be 1 to 1000 characters');
   END IF;
+  PERFORM tally._require_read_committed('void_events');
   -- Wait for a running rollup, and keep new ones out until this transaction ends: the
   -- watermark must not move while buckets are rebuilt.
   PERFORM pg_advisory_xact_lock(hashtext('tally.run_rollups'));
@@ -133,6 +140,8 @@ CREATE FUNCTION tally.recompute_rollups(p_from timestamptz, p_to timestamptz) RE
   SECURITY DEFINER
   SET search_path = ''
   SET jit = off
+  SET DateStyle = 'ISO'
+  SET TimeZone = 'UTC'
   AS $$
 DECLARE
   v_watermark bigint;
@@ -147,10 +156,13 @@ BEGIN
   IF p_to - p_from > interval '400 days' THEN
     PERFORM tally._raise('invalid_parameter', '22023', 'from, to: at most 400 days per call; recompute a long history in pieces');
   END IF;
-  IF p_from < tally._retention_floor('events') THEN
+  -- the monthly buckets a range touches reach back to the start of its (local) month
+  IF p_from < tally._retention_floor('events') + interval '32 days' THEN
     PERFORM tally._raise('past_retention', '22023',
-      format('from: raw events before %s are past retention (setting retention.events); their rollups cannot be rebuilt', tally._retention_floor('events')));
+      format('from: must be at least 32 days after %s, where raw events past retention (setting retention.events) may be gone; their rollups cannot be rebuilt',
+             tally._retention_floor('events')));
   END IF;
+  PERFORM tally._require_read_committed('recompute_rollups');
   PERFORM pg_advisory_xact_lock(hashtext('tally.run_rollups'));
   v_watermark := (SELECT s.watermark FROM tally.rollup_state s);
 
