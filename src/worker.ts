@@ -12,6 +12,8 @@ import { SCHEDULED_JOBS, type ScheduledJob } from './schedules.ts';
 
 export const BOSS_SCHEMA = 'pgboss';
 export const WORKER_NAME = 'tally-worker';
+/** How often a running job proves its worker is alive (pg-boss's minimum). */
+const HEARTBEAT_SECONDS = 10;
 
 export interface Worker {
   readonly schedules: readonly ScheduledJob[];
@@ -37,6 +39,8 @@ export function createBoss(connectionString: string, role: 'worker' | 'observer'
     max: worker ? 4 : 1,
     schedule: worker,
     supervise: worker,
+    // how soon a job whose worker died (no heartbeat) is failed, freeing its stately queue
+    superviseIntervalSeconds: 10,
     migrate: worker,
     createSchema: worker,
     registerInstance: worker,
@@ -125,8 +129,12 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     await boss.start();
     for (const job of SCHEDULED_JOBS) {
       // createQueue keeps an existing queue as it is; updateQueue applies changed settings.
-      await boss.createQueue(job.name, { policy: 'stately', retryLimit: 0, expireInSeconds: job.expireInSeconds });
-      await boss.updateQueue(job.name, { retryLimit: 0, expireInSeconds: job.expireInSeconds });
+      // heartbeatSeconds: a worker killed mid-job stops beating, and pg-boss fails the job
+      // within seconds instead of leaving it active (and the stately queue blocked) until it
+      // expires.
+      const queueOptions = { retryLimit: 0, expireInSeconds: job.expireInSeconds, heartbeatSeconds: HEARTBEAT_SECONDS };
+      await boss.createQueue(job.name, { policy: 'stately', ...queueOptions });
+      await boss.updateQueue(job.name, queueOptions);
       if (job.cron) await boss.schedule(job.name, job.cron, null, { tz: 'UTC' });
       if (job.everySetting) {
         // Cron stops at one minute. Every worker offers the job each interval; pg-boss keeps
