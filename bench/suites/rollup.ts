@@ -1,0 +1,196 @@
+/**
+ * Rollups, in one run on one scratch database:
+ * (a) run_rollups folding a backlog of N events (default 1,000,000) into all three grains,
+ *     beside (b) one plain GROUP BY of the same events into one grain (the floor of the work);
+ * (c) end to end on 200,000 events: record_events in batches of 1,000 then run_rollups,
+ *     versus plain inserts into a table whose AFTER INSERT FOR EACH ROW trigger upserts an
+ *     hourly aggregate (the LLM-proxy seed's real-time trigger);
+ * (d) freshness: events sent at a sustained rate (default 20,000/s for 60 s) while the
+ *     worker runs the rollups every rollups.interval; the largest pending age seen.
+ * Sizes: BENCH_ROLLUP_EVENTS, BENCH_ROLLUP_E2E_EVENTS, BENCH_FRESHNESS_RATE, BENCH_FRESHNESS_SECONDS.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { runMigrations } from '../../src/migrate.ts';
+import { startWorker } from '../../src/worker.ts';
+import type { BenchResult, BenchSuite } from '../lib.ts';
+
+const BACKLOG = Number(process.env.BENCH_ROLLUP_EVENTS ?? 1_000_000);
+const E2E = Number(process.env.BENCH_ROLLUP_E2E_EVENTS ?? 200_000);
+const RATE = Number(process.env.BENCH_FRESHNESS_RATE ?? 20_000);
+const SECONDS = Number(process.env.BENCH_FRESHNESS_SECONDS ?? 60);
+
+const ACCOUNTS_SQL = `
+  select array_agg(id order by id) as ids from (
+    select (tally.create_account(p_name => 'bench ' || g, p_timezone => (array['UTC','Asia/Kolkata','America/New_York','Europe/Paris'])[1 + g % 4])).id
+    from generate_series(1, 20) g) a`;
+
+/** N synthetic events straight into the ledger: the backlog a stopped worker would leave. */
+const BACKLOG_SQL = `
+  insert into tally.events (account_id, occurred_at, event_type, provider, model, endpoint, method, status_code, success,
+                            file_type, files, bytes, tokens_in, tokens_out, cached, cost_usd, potential_cost_usd, latency_ms, quantity)
+  select ($1::uuid[])[1 + g % 20], now() - (g % 2592000) * interval '1 second',
+         (array['api_request','llm_call','file_upload'])[1 + g % 3],
+         case when g % 3 = 1 then (array['openai','anthropic'])[1 + g % 2] end,
+         case when g % 3 = 1 then (array['gpt-4o','claude','mini'])[1 + g % 3] end,
+         case when g % 3 = 0 then '/v1/items/' || (g % 10) end, case when g % 3 = 0 then 'GET' end,
+         (array[200,200,200,404,500])[1 + g % 5], g % 5 < 3,
+         case when g % 3 = 2 then (array['image/png','text/csv'])[1 + g % 2] end,
+         case when g % 3 = 2 then 1 end, case when g % 3 = 2 then g % 100000 end,
+         case when g % 3 = 1 then g % 4000 end, case when g % 3 = 1 then g % 800 end,
+         g % 7 = 0, case when g % 3 = 1 then (g % 1000) * 0.00001 end, case when g % 3 = 1 then (g % 1000) * 0.00001 end,
+         g % 3000, 1
+  from generate_series(1, $2::int) g`;
+
+async function timed<T>(work: () => Promise<T>): Promise<[T, number]> {
+  const start = performance.now();
+  const result = await work();
+  return [result, performance.now() - start];
+}
+
+async function drain(client: pg.Client | pg.Pool): Promise<void> {
+  for (;;) {
+    const { rows } = await client.query('select tally.run_rollups() as r');
+    if (!rows[0].r.more) return;
+  }
+}
+
+function e2eEvents(accounts: string[], from: number, n: number) {
+  return Array.from({ length: n }, (_, i) => {
+    const k = from + i;
+    return {
+      account_id: accounts[k % accounts.length],
+      event_type: 'llm_call',
+      occurred_at: new Date(Date.now() - (k % 86_400) * 1000).toISOString(),
+      provider: ['openai', 'anthropic'][k % 2],
+      model: ['gpt-4o', 'claude', 'mini'][k % 3],
+      tokens_in: k % 4000,
+      tokens_out: k % 800,
+      cost_usd: ((k % 1000) * 0.00001).toFixed(5),
+      latency_ms: k % 3000,
+    };
+  });
+}
+
+export const suite: BenchSuite = {
+  name: 'rollup',
+  description: `run_rollups over ${BACKLOG.toLocaleString('en-US')} events vs one GROUP BY; ingest + rollup vs a per-row trigger; freshness at ${RATE}/s`,
+  async run(ctx) {
+    const results: BenchResult[] = [];
+    const db = await ctx.createDatabase();
+    const pool = new pg.Pool({ connectionString: db.url, max: 4 });
+    try {
+      await runMigrations(db.url);
+      const accounts: string[] = (await pool.query(ACCOUNTS_SQL)).rows[0].ids;
+
+      // (a) and (b): the backlog
+      ctx.log(`inserting a backlog of ${BACKLOG.toLocaleString('en-US')} events`);
+      await pool.query(BACKLOG_SQL, [accounts, BACKLOG]);
+      await pool.query('analyze tally.events');
+      const [, groupMs] = await timed(() =>
+        pool.query(`select count(*) from (
+          select account_id, date_trunc('hour', occurred_at, 'UTC'), api_key_id, event_type, provider, model, endpoint, file_type,
+                 count(*), count(*) filter (where success), sum(bytes), sum(tokens_in), sum(tokens_out), sum(cost_usd),
+                 sum(quantity), sum(latency_ms), max(latency_ms)
+          from tally.events group by 1, 2, 3, 4, 5, 6, 7, 8) g`),
+      );
+      ctx.log(`plain GROUP BY into one grain: ${(groupMs / 1000).toFixed(1)} s`);
+      const [, rollupMs] = await timed(() => drain(pool));
+      ctx.log(`run_rollups into three grains: ${(rollupMs / 1000).toFixed(1)} s`);
+      const groupRate = Math.round(BACKLOG / (groupMs / 1000));
+      results.push({ name: 'group_by_one_grain', value: groupRate, unit: 'events/s', note: 'one GROUP BY of the backlog into hourly buckets (the floor of the work)' });
+      const rollupRate = Math.round(BACKLOG / (rollupMs / 1000));
+      results.push({
+        name: 'run_rollups_backlog', value: rollupRate, unit: 'events/s', baseline: 'group_by_one_grain',
+        note: `run_rollups until done over ${BACKLOG} events, into hourly, daily and monthly; target >= 300000 events/s (pass judged on the value)`,
+      });
+      results.push({ name: 'run_rollups_backlog_vs_target', value: rollupRate, unit: 'events/s', target: 300_000, better: 'higher', pass: rollupRate >= 300_000, note: 'absolute target of the issue' });
+
+      // (c) end to end on the same events: Tally vs a per-row trigger
+      await pool.query('truncate tally.events, tally.idempotency_keys, tally.usage_hourly, tally.usage_daily, tally.usage_monthly');
+      await pool.query('update tally.rollup_state set watermark = (select coalesce(pg_sequence_last_value(pg_get_serial_sequence(\'tally.events\', \'id\')), 0))');
+      await pool.query(`
+        create table public.seed_events (account_id uuid, occurred_at timestamptz, event_type text, provider text, model text,
+          tokens_in bigint, tokens_out bigint, cost_usd numeric, latency_ms integer);
+        create table public.seed_hourly (account_id uuid, hour timestamptz, provider text, model text, requests bigint,
+          tokens_in bigint, tokens_out bigint, cost_usd numeric, latency_sum bigint, primary key (account_id, hour, provider, model));
+        create function public.seed_upsert() returns trigger language plpgsql as $$ begin
+          insert into public.seed_hourly values (new.account_id, date_trunc('hour', new.occurred_at), new.provider, new.model, 1,
+            new.tokens_in, new.tokens_out, new.cost_usd, new.latency_ms)
+          on conflict (account_id, hour, provider, model) do update set requests = seed_hourly.requests + 1,
+            tokens_in = seed_hourly.tokens_in + excluded.tokens_in, tokens_out = seed_hourly.tokens_out + excluded.tokens_out,
+            cost_usd = seed_hourly.cost_usd + excluded.cost_usd, latency_sum = seed_hourly.latency_sum + excluded.latency_sum;
+          return null; end $$;
+        create trigger seed_upsert after insert on public.seed_events for each row execute function public.seed_upsert();`);
+      const client = await pool.connect();
+      try {
+        const [, tallyMs] = await timed(async () => {
+          for (let i = 0; i < E2E; i += 1000) {
+            await client.query('select tally.record_events($1::jsonb)', [JSON.stringify(e2eEvents(accounts, i, Math.min(1000, E2E - i)))]);
+          }
+          await drain(client);
+        });
+        const [, triggerMs] = await timed(async () => {
+          for (let i = 0; i < E2E; i += 1000) {
+            await client.query(
+              'insert into public.seed_events select * from jsonb_populate_recordset(null::public.seed_events, $1::jsonb)',
+              [JSON.stringify(e2eEvents(accounts, i, Math.min(1000, E2E - i)))],
+            );
+          }
+        });
+        ctx.log(`end to end, ${E2E} events: Tally ${(tallyMs / 1000).toFixed(1)} s, per-row trigger ${(triggerMs / 1000).toFixed(1)} s`);
+        results.push({ name: 'per_row_trigger_e2e', value: Math.round(E2E / (triggerMs / 1000)), unit: 'events/s', note: 'batches of 1000 into a table with an AFTER INSERT FOR EACH ROW hourly upsert' });
+        results.push({
+          name: 'tally_ingest_and_rollup_e2e', value: Math.round(E2E / (tallyMs / 1000)), unit: 'events/s', baseline: 'per_row_trigger_e2e', target: 5,
+          note: 'record_events in batches of 1000, then run_rollups into three grains',
+        });
+      } finally {
+        client.release();
+      }
+
+      // (d) freshness under sustained ingestion, with the worker folding every rollups.interval
+      ctx.log(`freshness: ${RATE}/s for ${SECONDS} s with the worker running`);
+      const worker = await startWorker({ connectionString: db.url });
+      let sent = 0;
+      let maxAge = 0;
+      try {
+        const started = Date.now();
+        const sender = (async () => {
+          const c = await pool.connect();
+          try {
+            while (Date.now() - started < SECONDS * 1000) {
+              const due = Math.floor(((Date.now() - started) / 1000) * RATE);
+              if (sent >= due) {
+                await sleep(5);
+                continue;
+              }
+              const n = Math.min(2000, due - sent);
+              await c.query('select tally.record_events($1::jsonb)', [JSON.stringify(e2eEvents(accounts, E2E + sent, n))]);
+              sent += n;
+            }
+          } finally {
+            c.release();
+          }
+        })();
+        while (Date.now() - started < SECONDS * 1000) {
+          const { rows } = await pool.query('select tally.rollup_status() as s');
+          maxAge = Math.max(maxAge, Number(rows[0].s.oldest_pending_age_seconds ?? 0));
+          await sleep(1000);
+        }
+        await sender;
+      } finally {
+        await worker.stop();
+      }
+      const achieved = Math.round(sent / SECONDS);
+      results.push({ name: 'freshness_ingest_rate', value: achieved, unit: 'events/s', note: `events sent per second (asked for ${RATE}/s)` });
+      results.push({
+        name: 'freshness_max_pending_age', value: Math.round(maxAge * 10) / 10, unit: 's', target: 15, better: 'lower', pass: maxAge <= 15,
+        note: 'largest age of the oldest unfolded event, sampled every second; target <= 15 s',
+      });
+    } finally {
+      await pool.end();
+      await db.drop();
+    }
+    return results;
+  },
+};
