@@ -521,6 +521,27 @@ describe('run_rollups', () => {
     expect(await runRollups(Number.MAX_SAFE_INTEGER)).toMatchObject({ more: false });
   });
 
+  it('tally rollup folds the backlog, and tally rollup --recompute rebuilds a damaged range', async () => {
+    const { runCli, cleanEnv } = await import('./helpers/cli.ts');
+    const env = cleanEnv({ DATABASE_URL: db.url });
+    const account = await createAccount(db.pool, 'CLI rollup');
+    await drain();
+    await recordEvents(db.pool, events(account, 90, 53));
+    const fold = await runCli(['rollup', '--json', '--chunk', '1000'], env);
+    expect(fold.code, fold.stderr).toBe(0);
+    expect(JSON.parse(fold.stdout)).toMatchObject({ mode: 'fold', done: 90, unit: 'events' });
+    await db.pool.query('update tally.usage_daily set requests = requests + 5 where account_id = $1', [account]);
+    const from = new Date(Date.now() - 6 * 86_400_000).toISOString();
+    const to = new Date(Date.now() + 3_600_000).toISOString();
+    const recompute = await runCli(['rollup', '--recompute', '--from', from, '--to', to], env);
+    expect(recompute.code, recompute.stderr).toBe(0);
+    expect(recompute.stdout).toMatch(/^recomputed 7 days from the raw events .* \d+ daily/);
+    await expectRollupsMatchEvents([account]);
+    const misuse = await runCli(['rollup', '--from', from], env);
+    expect(misuse.code).toBe(2);
+    expect(misuse.stderr).toMatch(/--from: only with --recompute/);
+  });
+
   it('refuses REPEATABLE READ and a bad max_events', async () => {
     const client = await db.pool.connect();
     try {
