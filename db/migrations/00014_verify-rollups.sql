@@ -6,6 +6,32 @@
 -- a consistent state look wrong. Every bucket that overlaps the range is checked whole: its
 -- expected value comes from all of its events, even those outside the range.
 
+-- The range rules shared by verify_rollups and recompute_rollups, which both work on the
+-- whole buckets that overlap a range: a bounded span, and raw events still there for every
+-- bucket it touches.
+CREATE FUNCTION tally._check_rollup_range(p_from timestamptz, p_to timestamptz, p_verb text) RETURNS void
+  LANGUAGE plpgsql STABLE
+  SET search_path = ''
+  AS $$
+BEGIN
+  IF p_from IS NULL OR p_to IS NULL OR p_from >= p_to THEN
+    PERFORM tally._raise('invalid_parameter', '22023', format('from, to: need from < to (got %s, %s)', p_from, p_to));
+  END IF;
+  IF p_to - p_from > interval '400 days' THEN
+    PERFORM tally._raise('invalid_parameter', '22023', format('from, to: at most 400 days per call; %s a long history in pieces', p_verb));
+  END IF;
+  -- the monthly buckets a range touches reach back to the start of its (local) month
+  IF p_from < tally._retention_floor('events') + interval '32 days' THEN
+    PERFORM tally._raise('past_retention', '22023',
+      format('from: must be at least 32 days after %s, where raw events past retention (setting retention.events) may be gone; cannot %s rollups there',
+             tally._retention_floor('events'), p_verb));
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION tally._check_rollup_range(timestamptz, timestamptz, text) IS
+  'Raises invalid_parameter unless from < to within 400 days, and past_retention when the range starts less than 32 days after the raw events'' retention cutoff.';
+REVOKE ALL ON FUNCTION tally._check_rollup_range(timestamptz, timestamptz, text) FROM PUBLIC, anon, authenticated, service_role;
+
 -- The metrics of a stored aggregate row as JSON, in the shape verify_rollups compares.
 CREATE FUNCTION tally._usage_metrics(
   p_requests bigint, p_successful bigint, p_failed bigint, p_cached bigint, p_files numeric, p_bytes numeric,
@@ -35,18 +61,7 @@ CREATE FUNCTION tally.verify_rollups(p_from timestamptz, p_to timestamptz)
   SET TimeZone = 'UTC'
   AS $$
 BEGIN
-  IF p_from IS NULL OR p_to IS NULL OR p_from >= p_to THEN
-    PERFORM tally._raise('invalid_parameter', '22023', format('from, to: need from < to (got %s, %s)', p_from, p_to));
-  END IF;
-  IF p_to - p_from > interval '400 days' THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'from, to: at most 400 days per call; verify a long history in pieces');
-  END IF;
-  -- the monthly buckets a range touches reach back to the start of its (local) month
-  IF p_from < tally._retention_floor('events') + interval '32 days' THEN
-    PERFORM tally._raise('past_retention', '22023',
-      format('from: must be at least 32 days after %s, where raw events past retention (setting retention.events) may be gone; nothing to verify against',
-             tally._retention_floor('events')));
-  END IF;
+  PERFORM tally._check_rollup_range(p_from, p_to, 'verify');
 
   RETURN QUERY
   WITH state AS (

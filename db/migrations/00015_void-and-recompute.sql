@@ -150,18 +150,7 @@ DECLARE
   v_buckets   text[];
   v_rebuilt   jsonb := '{"hourly": 0, "daily": 0, "monthly": 0}';
 BEGIN
-  IF p_from IS NULL OR p_to IS NULL OR p_from >= p_to THEN
-    PERFORM tally._raise('invalid_parameter', '22023', format('from, to: need from < to (got %s, %s)', p_from, p_to));
-  END IF;
-  IF p_to - p_from > interval '400 days' THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'from, to: at most 400 days per call; recompute a long history in pieces');
-  END IF;
-  -- the monthly buckets a range touches reach back to the start of its (local) month
-  IF p_from < tally._retention_floor('events') + interval '32 days' THEN
-    PERFORM tally._raise('past_retention', '22023',
-      format('from: must be at least 32 days after %s, where raw events past retention (setting retention.events) may be gone; their rollups cannot be rebuilt',
-             tally._retention_floor('events')));
-  END IF;
+  PERFORM tally._check_rollup_range(p_from, p_to, 'recompute');
   PERFORM tally._require_read_committed('recompute_rollups');
   PERFORM pg_advisory_xact_lock(hashtext('tally.run_rollups'));
   v_watermark := (SELECT s.watermark FROM tally.rollup_state s);
