@@ -14,6 +14,7 @@ import { IMPORT_HELP, formatImportSummary, importProgressDisplay } from './impor
 import { installScript, runMigrations } from './migrate.ts';
 import { formatStatus, readStatus } from './status.ts';
 import { foldPending, formatRollupSummary, recomputeRange, rollupProgressDisplay } from './rollup-command.ts';
+import { SCHEDULE_HELP, changeSchedule, formatScheduleChange, formatScheduleList, listSchedules, type ScheduleAction } from './schedule-command.ts';
 import { formatVerify, verifyRollups } from './verify.ts';
 import { startWorker } from './worker.ts';
 
@@ -50,6 +51,7 @@ const runOptions = z.strictObject({
   verbose: z.boolean().optional(),
 });
 const statusOptions = z.strictObject({ json: z.boolean().optional() });
+const scheduleOptions = statusOptions;
 const instant = (name: string) =>
   z.iso
     .datetime({ offset: true, error: `${name} must be an ISO 8601 time with an offset, e.g. 2026-11-01T00:00:00Z` })
@@ -148,8 +150,9 @@ async function runService(options: z.infer<typeof runOptions>, migrate: boolean)
       version = status.schemaVersion;
     }
     const worker = await startWorker({ connectionString: db.connectionString, log });
+    const disabled = worker.disabled.length > 0 ? `, ${worker.disabled.length} disabled` : '';
     process.stdout.write(
-      `tally: ready · database ${db.description} · schema version ${version} · worker running (${worker.schedules.length} schedule${worker.schedules.length === 1 ? '' : 's'}) · Ctrl-C to stop\n`,
+      `tally: ready · database ${db.description} · schema version ${version} · worker running (${worker.schedules.length} schedule${worker.schedules.length === 1 ? '' : 's'}${disabled}) · Ctrl-C to stop\n`,
     );
     const received = await signal;
     log(`${received}: stopping worker (waiting up to ${options.shutdownTimeout}s for running jobs)`);
@@ -299,6 +302,68 @@ export function buildProgram(): Command {
         }
       });
     });
+
+  const schedule = program
+    .command('schedule')
+    .description("list the scheduled jobs, or override one's schedule (set, disable, enable, reset); kept in tally.job_schedules")
+    .addHelpText('after', SCHEDULE_HELP);
+  schedule
+    .command('list', { isDefault: true })
+    .description('every job: its schedule (UTC), source (default, override, disabled), default, next run, last run')
+    .option('--json', 'print JSON instead of a table')
+    .allowExcessArguments() // as the default command, `tally schedule bogus` lands here: refused below
+    .action(async (raw, command: Command) => {
+      const options = parseOptions(scheduleOptions, raw);
+      const [unknown] = command.args;
+      if (unknown !== undefined) throw new UsageError(`unknown schedule command ${JSON.stringify(unknown)}; the commands are list, set, disable, enable, reset`);
+      await withDatabase(false, async (db) => {
+        const list = await listSchedules(db.connectionString);
+        process.stdout.write(options.json ? JSON.stringify(list, null, 2) + '\n' : formatScheduleList(list) + '\n');
+      });
+    });
+  const change = (action: ScheduleAction, description: string, help: string, withValue = false) => {
+    const command = schedule.command(action).description(description).argument('<job>', 'the job, e.g. tally-heartbeat (`tally schedule list` lists them)');
+    if (withValue) command.argument('<schedule>', "a quoted five-field cron, UTC ('*/5 * * * *'); for tally-rollups an interval (5s, '30 seconds')");
+    command
+      .option('--json', 'print the change as JSON')
+      .addHelpText('after', help)
+      // extra arguments are refused below, in one line that says why they happen
+      .allowExcessArguments(withValue)
+      .action(async (job: string, ...rest: unknown[]) => {
+        const value = withValue ? (rest[0] as string) : undefined;
+        const options = parseOptions(scheduleOptions, rest[withValue ? 1 : 0]);
+        const given = (rest.at(-1) as Command).args.length;
+        if (given > 2) {
+          throw new UsageError(`expected JOB and one SCHEDULE, got ${given} arguments: quote the cron ('*/5 * * * *'); unquoted, the shell splits it and expands its stars`);
+        }
+        await withDatabase(false, async (db) => {
+          const result = await changeSchedule(db.connectionString, action, job, value);
+          process.stdout.write(options.json ? JSON.stringify(result, null, 2) + '\n' : formatScheduleChange(result) + '\n');
+        });
+      });
+  };
+  change(
+    'set',
+    "override a job's schedule: a cron for the cron jobs, an interval for tally-rollups",
+    "\nExamples:\n  tally schedule set tally-heartbeat '*/5 * * * *'     every 5 minutes (UTC)\n" +
+      "  tally schedule set tally-retention '30 2 * * *'      02:30 UTC daily\n" +
+      '  tally schedule set tally-rollups 5s                  writes the setting rollups.interval (1 s to 1 h)\n' +
+      'Quote a cron: unquoted, the shell expands its stars. A disabled job stays disabled.\n' +
+      'Running workers follow within a minute (cron) or at their next tick (interval).',
+    true,
+  );
+  change(
+    'disable',
+    'stop scheduling a job (its override, if any, is kept for enable)',
+    '\nThe job is no longer scheduled (running workers stop within a minute; the interval job at its next tick),\n' +
+      'but its queue is still worked, so it can still be run by hand. `tally schedule enable JOB` undoes it.',
+  );
+  change('enable', 'schedule a disabled job again, on its override if it has one, else its default', '\nUndoes `tally schedule disable JOB`.');
+  change(
+    'reset',
+    'back to the default schedule, enabled (for tally-rollups also the default rollups.interval)',
+    '\nDeletes the override from tally.job_schedules (and, for tally-rollups, restores the setting rollups.interval).',
+  );
 
   program
     .command('import')

@@ -10,6 +10,7 @@
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { loadMigrationFiles, migrate } from 'postgres-migrations';
+import { connectClient } from './database.ts';
 import { TallyError, errorMessage } from './errors.ts';
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../db/migrations/', import.meta.url));
@@ -40,13 +41,7 @@ export async function migrationFiles(): Promise<MigrationFile[]> {
 }
 
 async function withClient<T>(connectionString: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString, application_name: 'tally-migrate' });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-  } catch (err) {
-    throw new TallyError('database_unreachable', `cannot connect to the database: ${errorMessage(err)}`, { cause: err });
-  }
+  const client = await connectClient(connectionString, 'tally-migrate');
   try {
     return await fn(client);
   } finally {

@@ -4,9 +4,8 @@
  * terminal and a line every 10 s otherwise.
  */
 import cliProgress from 'cli-progress';
-import pg from 'pg';
 import { z } from 'zod';
-import { TallyError, errorMessage } from './errors.ts';
+import { connectClient } from './database.ts';
 
 export interface RollupProgress {
   done: number;
@@ -38,16 +37,7 @@ const recomputeResult = z.object({
   watermark: z.coerce.number(),
 });
 
-async function connect(connectionString: string): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString, application_name: 'tally-rollup' });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-  } catch (err) {
-    throw new TallyError('database_unreachable', `cannot connect to the database: ${errorMessage(err)}`, { cause: err });
-  }
-  return client;
-}
+const connect = (connectionString: string) => connectClient(connectionString, 'tally-rollup');
 
 /** Folds everything pending now, in chunks; another run in progress is waited for. */
 export async function foldPending(connectionString: string, chunk: number, onProgress: (p: RollupProgress) => void, signal?: AbortSignal): Promise<RollupSummary> {

@@ -4,15 +4,22 @@
  */
 import pg from 'pg';
 import { z } from 'zod';
-import { TallyError, errorMessage } from './errors.ts';
+import { connectClient } from './database.ts';
+import { errorMessage } from './errors.ts';
 import { migrationFiles, readSchemaVersion } from './migrate.ts';
+import { JOB_SCHEDULES_VERSION, pendingChange, readSchedules, type JobSchedule, type ScheduleSource } from './schedule-overrides.ts';
 import { SCHEDULED_JOBS } from './schedules.ts';
-import { BOSS_SCHEMA, WORKER_NAME, createBoss } from './worker.ts';
+import { WORKER_NAME, bossInstalled, withObserver } from './worker.ts';
 
 export interface JobStatus {
   name: string;
+  /** What pg-boss has scheduled (cron jobs), or `every <interval>` (the interval job). */
   cron: string | undefined;
   scheduled: boolean;
+  /** Whether tally.job_schedules overrides the job (schema 18 and later). */
+  source?: ScheduleSource | undefined;
+  /** The schedule (or `disabled`) tally.job_schedules asks for and pg-boss does not have yet. */
+  pending?: string | undefined;
   runs: number;
   failures: number;
   lastFinishedAt: Date | undefined;
@@ -60,7 +67,7 @@ export interface Status {
   rollups?: RollupStatus | undefined;
 }
 
-interface JobRunRow {
+export interface JobRunRow {
   job: string;
   runs: string;
   failures: string;
@@ -69,29 +76,29 @@ interface JobRunRow {
   last_error: string | null;
 }
 
+/** tally.job_runs by job name. */
+export async function readJobRuns(client: Pick<pg.ClientBase, 'query'>): Promise<Map<string, JobRunRow>> {
+  const { rows } = await client.query<JobRunRow>('select job, runs, failures, last_finished_at, last_ok, last_error from tally.job_runs');
+  return new Map(rows.map((r) => [r.job, r]));
+}
+
 export async function readStatus(connectionString: string): Promise<Status> {
-  const client = new pg.Client({ connectionString, application_name: 'tally-status' });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-  } catch (err) {
-    throw new TallyError('database_unreachable', `cannot connect to the database: ${errorMessage(err)}`, { cause: err });
-  }
+  const client = await connectClient(connectionString, 'tally-status');
   let schemaVersion: number | undefined;
   let runs = new Map<string, JobRunRow>();
-  let bossInstalled = false;
+  let bossReady = false;
+  let overrides: Map<string, JobSchedule> | undefined;
   let ledger: LedgerStatus | undefined;
   let rollups: RollupStatus | undefined;
   try {
     schemaVersion = await readSchemaVersion(client);
-    if (schemaVersion !== undefined && schemaVersion >= 3) {
-      const { rows } = await client.query<JobRunRow>('select job, runs, failures, last_finished_at, last_ok, last_error from tally.job_runs');
-      runs = new Map(rows.map((r) => [r.job, r]));
+    if (schemaVersion !== undefined && schemaVersion >= 3) runs = await readJobRuns(client);
+    if (schemaVersion !== undefined && schemaVersion >= JOB_SCHEDULES_VERSION) {
+      overrides = new Map((await readSchedules(client)).schedules.map((s) => [s.job.name, s]));
     }
     if (schemaVersion !== undefined && schemaVersion >= 7) ledger = await readLedgerStatus(client);
     if (schemaVersion !== undefined && schemaVersion >= 12) rollups = await readRollupStatus(client);
-    const { rows } = await client.query<{ installed: boolean }>('select to_regclass($1) is not null as installed', [`${BOSS_SCHEMA}.version`]);
-    bossInstalled = rows[0]?.installed ?? false;
+    bossReady = await bossInstalled(client);
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -103,31 +110,33 @@ export async function readStatus(connectionString: string): Promise<Status> {
   let workers: WorkerInstance[] = [];
   let workerError: string | undefined;
   const schedules = new Map<string, string>();
-  if (bossInstalled) {
-    const boss = createBoss(connectionString, 'observer');
-    boss.on('error', () => undefined);
+  if (bossReady) {
     try {
       // The observer never migrates pg-boss's schema; after a pg-boss upgrade the next
       // `tally start` or `tally worker` does, and until then status says so.
-      await boss.start();
-      for (const s of await boss.getSchedules()) schedules.set(s.name, s.cron);
-      workers = (await boss.getInstances())
-        .filter((i) => i.name === WORKER_NAME && i.stoppedOn === null)
-        .map((i) => ({ host: i.host, pid: i.pid, startedOn: i.startedOn, heartbeatOn: i.heartbeatOn, live: i.live }));
+      await withObserver(connectionString, async (boss) => {
+        for (const s of await boss.getSchedules()) schedules.set(s.name, s.cron);
+        workers = (await boss.getInstances())
+          .filter((i) => i.name === WORKER_NAME && i.stoppedOn === null)
+          .map((i) => ({ host: i.host, pid: i.pid, startedOn: i.startedOn, heartbeatOn: i.heartbeatOn, live: i.live }));
+      });
     } catch (err) {
       workerError = errorMessage(err);
-    } finally {
-      await boss.stop({ graceful: false, close: true }).catch(() => undefined);
     }
   }
 
   const jobs = SCHEDULED_JOBS.map((job) => {
     const run = runs.get(job.name);
+    const override = overrides?.get(job.name);
+    const enabled = override?.enabled ?? true;
+    const cron = job.everySetting ? `every ${override?.schedule ?? job.everySetting}` : schedules.get(job.name);
     return {
       name: job.name,
-      cron: job.everySetting ? `every ${job.everySetting}` : schedules.get(job.name),
+      cron,
       // an interval job is offered by every running worker rather than by a cron schedule
-      scheduled: job.everySetting ? workers.some((w) => w.live) : schedules.has(job.name),
+      scheduled: job.everySetting ? enabled && workers.some((w) => w.live) : schedules.has(job.name),
+      source: override?.source,
+      pending: bossReady && !workerError && override ? pendingChange(override, cron) : undefined,
       runs: Number(run?.runs ?? 0),
       failures: Number(run?.failures ?? 0),
       lastFinishedAt: run?.last_finished_at ?? undefined,
@@ -175,7 +184,7 @@ async function readLedgerStatus(client: pg.Client): Promise<LedgerStatus> {
   };
 }
 
-function ago(date: Date, now = Date.now()): string {
+export function ago(date: Date, now = Date.now()): string {
   const seconds = Math.max(0, Math.round((now - date.getTime()) / 1000));
   if (seconds < 120) return `${seconds}s ago`;
   if (seconds < 7200) return `${Math.round(seconds / 60)}m ago`;
@@ -221,7 +230,11 @@ export function formatStatus(status: Status, database: string): string {
     const last = job.lastFinishedAt
       ? `last run ${ago(job.lastFinishedAt)} ${job.lastOk ? 'ok' : `FAILED: ${job.lastError ?? ''}`}`
       : 'never run';
-    lines.push(`  ${job.name.padEnd(29)} ${(job.cron ?? 'not scheduled').padEnd(22)} ${last} (${job.runs} runs, ${job.failures} failed)`);
+    // what runs now; an override a worker has not applied yet is shown after the counts
+    const now = job.cron ?? 'not scheduled';
+    const shown = job.pending ? now : job.source === 'disabled' ? 'disabled' : job.source === 'override' ? `${now} (override)` : now;
+    const pending = job.pending ? ` [pending: ${job.pending} at the next worker start]` : '';
+    lines.push(`  ${job.name.padEnd(29)} ${shown.padEnd(22)} ${last} (${job.runs} runs, ${job.failures} failed)${pending}`);
   }
   return lines.join('\n');
 }

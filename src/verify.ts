@@ -2,9 +2,8 @@
  * `tally verify`: compares the rollup tables with the raw events over a time range
  * (tally.verify_rollups) and reports every bucket that differs.
  */
-import pg from 'pg';
 import { z } from 'zod';
-import { TallyError, errorMessage } from './errors.ts';
+import { connectClient } from './database.ts';
 
 const mismatchRow = z.object({
   grain: z.enum(['hourly', 'daily', 'monthly']),
@@ -42,13 +41,7 @@ function differingMetrics(expected: Record<string, unknown> | null, actual: Reco
 }
 
 export async function verifyRollups(connectionString: string, from: Date, to: Date): Promise<VerifyReport> {
-  const client = new pg.Client({ connectionString, application_name: 'tally-verify' });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-  } catch (err) {
-    throw new TallyError('database_unreachable', `cannot connect to the database: ${errorMessage(err)}`, { cause: err });
-  }
+  const client = await connectClient(connectionString, 'tally-verify');
   try {
     const { rows } = await client.query(
       'select grain, account_id, bucket, dim_key, expected, actual from tally.verify_rollups(p_from => $1::timestamptz, p_to => $2::timestamptz)',

@@ -8,6 +8,7 @@
 import pg from 'pg';
 import { PgBoss } from 'pg-boss';
 import { errorMessage } from './errors.ts';
+import { applyCronSchedule, readSchedules, type JobSchedule } from './schedule-overrides.ts';
 import { SCHEDULED_JOBS, type ScheduledJob } from './schedules.ts';
 
 export const BOSS_SCHEMA = 'pgboss';
@@ -17,6 +18,8 @@ const HEARTBEAT_SECONDS = 10;
 
 export interface Worker {
   readonly schedules: readonly ScheduledJob[];
+  /** The jobs disabled in tally.job_schedules when the worker started (their queues are still worked). */
+  readonly disabled: readonly string[];
   /** Runs one scheduled job now, outside the schedule (used by tests and `tally status --run`). */
   runNow(name: string): Promise<unknown>;
   /** Stops taking jobs, waits for running ones (up to timeoutMs), closes connections. */
@@ -45,6 +48,18 @@ export function createBoss(connectionString: string, role: 'worker' | 'observer'
     createSchema: worker,
     registerInstance: worker,
   });
+}
+
+/** Runs `fn` with a started observer pg-boss (it never migrates, schedules or works), then closes it. */
+export async function withObserver<T>(connectionString: string, fn: (boss: PgBoss) => Promise<T>): Promise<T> {
+  const boss = createBoss(connectionString, 'observer');
+  boss.on('error', () => undefined);
+  try {
+    await boss.start();
+    return await fn(boss);
+  } finally {
+    await boss.stop({ graceful: false, close: true }).catch(() => undefined);
+  }
 }
 
 /**
@@ -105,15 +120,49 @@ async function cancelRunning(connectionString: string, running: Set<number>): Pr
   }
 }
 
-/** The seconds of an interval setting (e.g. rollups.interval), read from tally.settings. */
-async function intervalSetting(pool: pg.Pool, name: string): Promise<number> {
-  const { rows } = await pool.query<{ seconds: string | null }>(
-    'select extract(epoch from value::interval)::text as seconds from tally.settings where name = $1',
-    [name],
-  );
-  const seconds = Number(rows[0]?.seconds);
-  if (!Number.isFinite(seconds) || seconds < 1) throw new Error(`setting ${name} is missing or below 1 second`);
-  return seconds;
+/** Whether pg-boss's schema exists (a worker has started against this database). */
+export async function bossInstalled(q: Pick<pg.ClientBase, 'query'>): Promise<boolean> {
+  const { rows } = await q.query<{ installed: boolean }>('select to_regclass($1) is not null as installed', [`${BOSS_SCHEMA}.version`]);
+  return rows[0]?.installed ?? false;
+}
+
+/**
+ * Offers an interval job (everySetting) to pg-boss every interval: cron stops at one minute.
+ * Every worker offers the job; pg-boss keeps one per interval slot across all of them, the
+ * stately queue one waiting and one running, and the SQL itself refuses a second concurrent
+ * run. Each tick re-reads the interval and the enabled flag (one small query), so
+ * `tally schedule set|disable|enable` reaches a running worker at its next tick, and the
+ * timer is re-armed with the new interval.
+ */
+function offerEveryInterval(pool: pg.Pool, boss: PgBoss, first: JobSchedule, log: (line: string) => void): { stop(): void } {
+  const { job } = first;
+  let current = first;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const seconds = () => current.intervalSeconds ?? 10; // always set for an interval job
+  const tick = async () => {
+    try {
+      const [latest] = (await readSchedules(pool, [job])).schedules;
+      if (latest && (latest.intervalSeconds !== current.intervalSeconds || latest.enabled !== current.enabled)) {
+        log(`job ${job.name}: now ${latest.enabled ? `every ${latest.schedule}` : 'disabled'} (was ${current.enabled ? `every ${current.schedule}` : 'disabled'})`);
+      }
+      current = latest ?? current;
+      // pg-boss's throttle slots are whole seconds (a fractional one fails every send)
+      if (current.enabled) await boss.sendThrottled(job.name, null, null, Math.max(1, Math.round(seconds())), job.name);
+    } catch (err) {
+      if (!stopped) log(`job ${job.name}: ${errorMessage(err)}`);
+    }
+    if (stopped) return;
+    timer = setTimeout(() => void tick(), seconds() * 1000);
+    timer.unref();
+  };
+  void tick();
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
 }
 
 export async function startWorker(options: WorkerOptions): Promise<Worker> {
@@ -122,12 +171,16 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   pool.on('error', (err) => log(`worker pool: ${err.message}`));
   const boss = createBoss(options.connectionString, 'worker');
   const running = new Set<number>();
-  const timers: NodeJS.Timeout[] = [];
+  const offers: { stop(): void }[] = [];
+  const disabled: string[] = [];
   boss.on('error', (err: Error) => log(`pg-boss: ${err.message}`));
 
   try {
     await boss.start();
-    for (const job of SCHEDULED_JOBS) {
+    const { schedules, unknown } = await readSchedules(pool);
+    for (const u of unknown) log(`tally.job_schedules names no known job: ${u.job} (ignored)`);
+    for (const schedule of schedules) {
+      const { job } = schedule;
       // createQueue keeps an existing queue as it is; updateQueue applies changed settings.
       // heartbeatSeconds: a worker killed mid-job stops beating, and pg-boss fails the job
       // within seconds instead of leaving it active (and the stately queue blocked) until it
@@ -135,19 +188,15 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       const queueOptions = { retryLimit: 0, expireInSeconds: job.expireInSeconds, heartbeatSeconds: HEARTBEAT_SECONDS };
       await boss.createQueue(job.name, { policy: 'stately', ...queueOptions });
       await boss.updateQueue(job.name, queueOptions);
-      if (job.cron) await boss.schedule(job.name, job.cron, null, { tz: 'UTC' });
-      if (job.everySetting) {
-        // Cron stops at one minute. Every worker offers the job each interval; pg-boss keeps
-        // one per interval slot across all of them, the stately queue one waiting and one
-        // running, and the SQL itself refuses a second concurrent run.
-        const seconds = await intervalSetting(pool, job.everySetting);
-        const offer = () =>
-          void boss.sendThrottled(job.name, null, null, seconds, job.name).catch((err: Error) => log(`job ${job.name}: ${err.message}`));
-        offer();
-        const timer = setInterval(offer, seconds * 1000);
-        timer.unref();
-        timers.push(timer);
+      if (schedule.problem) log(`job ${job.name}: ${schedule.problem}`);
+      if (!schedule.enabled) {
+        disabled.push(job.name);
+        log(`job ${job.name}: disabled (tally schedule enable ${job.name}); it is not scheduled, but can still be run by hand`);
+      } else if (schedule.source === 'override' && !schedule.problem) {
+        log(`job ${job.name}: ${schedule.kind === 'cron' ? '' : 'every '}${schedule.schedule} (override; default ${schedule.default})`);
       }
+      await applyCronSchedule(boss, schedule);
+      if (schedule.kind === 'interval') offers.push(offerEveryInterval(pool, boss, schedule, log));
       await boss.work(job.name, { pollingIntervalSeconds: 2 }, async () => {
         try {
           return await runJob(pool, job, running);
@@ -158,7 +207,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       });
     }
   } catch (err) {
-    for (const timer of timers) clearInterval(timer);
+    for (const offer of offers) offer.stop();
     await boss.stop({ graceful: false }).catch(() => undefined);
     await pool.end().catch(() => undefined);
     throw err;
@@ -167,6 +216,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   let stopping: Promise<void> | undefined;
   return {
     schedules: SCHEDULED_JOBS,
+    disabled,
     runNow(name) {
       const job = SCHEDULED_JOBS.find((j) => j.name === name);
       if (!job) throw new Error(`unknown job ${name}`);
@@ -174,7 +224,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     },
     stop(timeoutMs = 30_000) {
       stopping ??= (async () => {
-        for (const timer of timers) clearInterval(timer);
+        for (const offer of offers) offer.stop();
         const deadline = Date.now() + timeoutMs;
         await boss.stop({ graceful: true, timeout: timeoutMs });
         // Jobs still running past the deadline are cancelled, so stop() keeps its promise.

@@ -33,7 +33,7 @@ describe('tally CLI', () => {
   });
 
   it('every command answers --help with exit code 0', async () => {
-    for (const command of ['migrate', 'sql', 'start', 'worker', 'status', 'import', 'verify', 'rollup']) {
+    for (const command of ['migrate', 'sql', 'start', 'worker', 'status', 'import', 'verify', 'rollup', 'schedule']) {
       const result = await runCli([command, '--help'], cleanEnv());
       expect(result.code, command).toBe(0);
       expect(result.stdout).toContain(`Usage: tally ${command}`);
