@@ -521,6 +521,36 @@ describe('run_rollups', () => {
     expect(await runRollups(Number.MAX_SAFE_INTEGER)).toMatchObject({ more: false });
   });
 
+  it('every histogram slot boundary lands where width_bucket puts it, when folded at once and when merged', async () => {
+    const account = await createAccount(db.pool, 'Boundaries');
+    const bounds = (await db.pool.query('select tally.latency_buckets() as b')).rows[0].b as number[];
+    const latencies = [0, ...bounds.flatMap((b) => [b - 1, b]), 2_147_483_647];
+    const expected = new Array<number>(42).fill(0);
+    for (const ms of latencies) {
+      const slot = bounds.filter((b) => b <= ms).length;
+      expected[slot] = (expected[slot] ?? 0) + 1;
+    }
+    const half = Math.floor(latencies.length / 2);
+    const at = '2026-03-10T12:00:00Z';
+    // two folds into the same buckets: the second merges into the stored histograms
+    await recordEvents(db.pool, latencies.slice(0, half).map((ms) => ({ account_id: account, event_type: 'x', occurred_at: at, latency_ms: ms })));
+    await drain();
+    await recordEvents(db.pool, latencies.slice(half).map((ms) => ({ account_id: account, event_type: 'x', occurred_at: at, latency_ms: ms })));
+    await drain();
+    for (const table of ['usage_hourly', 'usage_daily', 'usage_monthly']) {
+      const { rows } = await db.pool.query(`select latency_hist from tally.${table} where account_id = $1`, [account]);
+      expect(rows, table).toHaveLength(1);
+      expect((rows[0].latency_hist as string[]).map(Number), table).toEqual(expected);
+    }
+    const direct = await db.pool.query(
+      `select array_agg(n order by slot) as hist from (
+         select s as slot, count(e.latency_ms)::int as n from generate_series(0, 41) s
+         left join tally.events e on e.account_id = $1 and width_bucket(e.latency_ms, tally.latency_buckets()) = s group by s) x`,
+      [account],
+    );
+    expect(direct.rows[0].hist).toEqual(expected);
+  });
+
   it('tally rollup folds the backlog, and tally rollup --recompute rebuilds a damaged range', async () => {
     const { runCli, cleanEnv } = await import('./helpers/cli.ts');
     const env = cleanEnv({ DATABASE_URL: db.url });
