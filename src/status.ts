@@ -51,6 +51,11 @@ export interface RollupStatus {
   oldestPendingAgeSeconds: number | null;
   lastRunFinishedAt: Date | null;
   lastRunEvents: number | null;
+  /** UTC hours with pending events of an account that has no hourly row for them yet (migration 20 on). */
+  unaggregatedHours?: number | undefined;
+  oldestUnaggregatedHour?: Date | null | undefined;
+  /** The latest scheduled run's error, when it failed (migration 20 on). */
+  lastError?: string | null | undefined;
 }
 
 export interface Status {
@@ -154,6 +159,9 @@ const rollupStatusRow = z.object({
   oldest_pending_age_seconds: z.number().nullable(),
   last_run_finished_at: z.string().nullable(),
   last_run_events: z.coerce.number().nullable(),
+  unaggregated_hours: z.coerce.number().optional(),
+  oldest_unaggregated_hour: z.string().nullable().optional(),
+  last_error: z.string().nullable().optional(),
 });
 
 async function readRollupStatus(client: pg.Client): Promise<RollupStatus> {
@@ -166,6 +174,9 @@ async function readRollupStatus(client: pg.Client): Promise<RollupStatus> {
     oldestPendingAgeSeconds: r.oldest_pending_age_seconds,
     lastRunFinishedAt: r.last_run_finished_at === null ? null : new Date(r.last_run_finished_at),
     lastRunEvents: r.last_run_events,
+    unaggregatedHours: r.unaggregated_hours,
+    oldestUnaggregatedHour: r.oldest_unaggregated_hour == null ? r.oldest_unaggregated_hour : new Date(r.oldest_unaggregated_hour),
+    lastError: r.last_error,
   };
 }
 
@@ -224,6 +235,14 @@ export function formatStatus(status: Status, database: string): string {
         (r.oldestPendingAgeSeconds === null ? '' : ` (oldest ${Math.round(r.oldestPendingAgeSeconds)} s)`) +
         (r.lastRunFinishedAt ? `; last run ${ago(r.lastRunFinishedAt)} (${r.lastRunEvents ?? 0} events)` : '; never run (`select tally.run_rollups()`)'),
     );
+    if (r.unaggregatedHours) {
+      lines.push(
+        `           ${r.unaggregatedHours} hour(s) with events but no aggregate yet` +
+          (r.oldestUnaggregatedHour ? ` (oldest ${r.oldestUnaggregatedHour.toISOString().slice(0, 13)}:00Z)` : '') +
+          '; the *_live views include them, the stored tables will after the next run',
+      );
+    }
+    if (r.lastError) lines.push(`           latest scheduled run FAILED: ${r.lastError}`);
   }
   lines.push('schedules:');
   for (const job of status.jobs) {

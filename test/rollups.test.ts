@@ -255,6 +255,37 @@ describe('run_rollups', () => {
     expect(after.runs).toBeGreaterThan(before.runs);
   });
 
+  it('rollup_status and tally status name the hours that have events but no aggregate, and a failed run', async () => {
+    const { runCli, cleanEnv } = await import('./helpers/cli.ts');
+    const env = cleanEnv({ DATABASE_URL: db.url });
+    const account = await createAccount(db.pool, 'Gaps');
+    await drain();
+    // three hours of pending events, one of them already aggregated by an earlier event
+    await recordEvents(db.pool, [{ account_id: account, event_type: 'x', occurred_at: '2026-11-02T10:15:00Z' }]);
+    await drain();
+    await recordEvents(db.pool, ['2026-11-02T10:45:00Z', '2026-11-02T08:05:00Z', '2026-11-02T08:55:00Z', '2026-11-02T09:30:00Z'].map(
+      (at) => ({ account_id: account, event_type: 'x', occurred_at: at })));
+    const status = async () => (await db.pool.query('select tally.rollup_status() as s')).rows[0].s;
+    expect(await status()).toMatchObject({ pending_events: 4, unaggregated_hours: 2 });
+    expect(new Date((await status()).oldest_unaggregated_hour).toISOString()).toBe('2026-11-02T08:00:00.000Z');
+    const text = await runCli(['status'], env);
+    expect(text.stdout).toMatch(/2 hour\(s\) with events but no aggregate yet \(oldest 2026-11-02T08:00Z\)/);
+
+    const record = (ok: boolean, error: string | null) =>
+      db.pool.query("select tally.record_job_run('tally-rollups', now(), now(), $1, null, $2)", [ok, error]);
+    try {
+      await record(false, 'could not serialize access');
+      expect(await status()).toMatchObject({ last_run_ok: false, last_error: 'could not serialize access', failures: 1 });
+      expect((await runCli(['status'], env)).stdout).toMatch(/latest scheduled run FAILED: could not serialize access/);
+      await record(true, null);
+      expect(await status()).toMatchObject({ last_run_ok: true, last_error: null, last_error_at: null, failures: 1 });
+    } finally {
+      await db.pool.query("delete from tally.job_runs where job = 'tally-rollups'");
+    }
+    await drain();
+    expect(await status()).toMatchObject({ pending_events: 0, unaggregated_hours: 0, oldest_unaggregated_hour: null });
+  });
+
   it('the worker runs the rollups on its own, every rollups.interval', async () => {
     const { startWorker } = await import('../src/worker.ts');
     const account = await createAccount(db.pool, 'Worker');
