@@ -12,6 +12,8 @@ export interface RollupProgress {
   total: number;
   unit: 'events' | 'days';
   elapsedMs: number;
+  /** Events covered so far (fold: folded; recompute: events in the recomputed range). */
+  events: number;
 }
 
 export interface RollupSummary {
@@ -19,6 +21,8 @@ export interface RollupSummary {
   done: number;
   unit: 'events' | 'days';
   elapsedMs: number;
+  /** Events folded, or (recompute) the folded events of the recomputed range. */
+  events: number;
   /** Recompute only: buckets rebuilt per grain. */
   rebuilt?: { hourly: number; daily: number; monthly: number };
   watermark: number;
@@ -57,10 +61,10 @@ export async function foldPending(connectionString: string, chunk: number, onPro
       }
       done += r.events ?? 0;
       watermark = r.watermark ?? watermark;
-      onProgress({ done, total: Math.max(total, done), unit: 'events', elapsedMs: Date.now() - started });
+      onProgress({ done, total: Math.max(total, done), unit: 'events', elapsedMs: Date.now() - started, events: done });
       if (!r.more) break;
     }
-    return { mode: 'fold', done, unit: 'events', elapsedMs: Date.now() - started, watermark };
+    return { mode: 'fold', done, unit: 'events', elapsedMs: Date.now() - started, events: done, watermark };
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -74,6 +78,7 @@ export async function recomputeRange(connectionString: string, from: Date, to: D
   const rebuilt = { hourly: 0, daily: 0, monthly: 0 };
   let watermark = 0;
   let done = 0;
+  let events = 0;
   try {
     for (let start = from.getTime(); start < to.getTime() && !signal?.aborted; start += 7 * DAY_MS) {
       const end = Math.min(start + 7 * DAY_MS, to.getTime());
@@ -84,10 +89,18 @@ export async function recomputeRange(connectionString: string, from: Date, to: D
       rebuilt.daily += r.rebuilt_buckets.daily;
       rebuilt.monthly += r.rebuilt_buckets.monthly;
       watermark = r.watermark;
+      // for the events/s of the display: the folded, not voided events of the week (the
+      // daily and monthly buckets around it are rebuilt too, so this is the least work done)
+      const { rows } = await client.query<{ n: string }>(
+        `select count(*) as n from tally.events e where e.occurred_at >= $1 and e.occurred_at < $2 and e.id <= $3
+           and not exists (select 1 from tally.event_voids v where v.account_id = e.account_id and v.event_id = e.id)`,
+        [new Date(start), new Date(end), watermark],
+      );
+      events += Number(rows[0]?.n ?? 0);
       done = Math.min(totalDays, Math.ceil((end - from.getTime()) / DAY_MS));
-      onProgress({ done, total: totalDays, unit: 'days', elapsedMs: Date.now() - started });
+      onProgress({ done, total: totalDays, unit: 'days', elapsedMs: Date.now() - started, events });
     }
-    return { mode: 'recompute', done, unit: 'days', elapsedMs: Date.now() - started, rebuilt, watermark };
+    return { mode: 'recompute', done, unit: 'days', elapsedMs: Date.now() - started, events, rebuilt, watermark };
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -99,10 +112,10 @@ export function rollupProgressDisplay(stream: NodeJS.WriteStream, label: string)
     let bar: cliProgress.SingleBar | undefined;
     return {
       update(p) {
-        const rate = Math.round(p.done / Math.max(0.001, p.elapsedMs / 1000));
+        const rate = Math.round(p.events / Math.max(0.001, p.elapsedMs / 1000));
         if (!bar) {
           bar = new cliProgress.SingleBar(
-            { stream, clearOnComplete: true, hideCursor: true, format: `${label} {bar} {value}/{total} ${p.unit} | {rate} ${p.unit}/s | ETA {eta_formatted}` },
+            { stream, clearOnComplete: true, hideCursor: true, format: `${label} {bar} {value}/{total} ${p.unit} | {rate} events/s | ETA {eta_formatted}` },
             cliProgress.Presets.shades_classic,
           );
           bar.start(p.total, 0, { rate });
@@ -118,7 +131,8 @@ export function rollupProgressDisplay(stream: NodeJS.WriteStream, label: string)
     update(p) {
       if (Date.now() - last < 10_000) return;
       last = Date.now();
-      stream.write(`tally: ${label}: ${p.done} of ${p.total} ${p.unit}\n`);
+      const rate = Math.round(p.events / Math.max(0.001, p.elapsedMs / 1000));
+      stream.write(`tally: ${label}: ${p.done} of ${p.total} ${p.unit} (${rate} events/s)\n`);
     },
     stop: () => undefined,
   };
@@ -131,5 +145,6 @@ export function formatRollupSummary(s: RollupSummary): string {
     return `folded ${s.done} events into the hourly, daily and monthly rollups in ${seconds} s (${rate} events/s); watermark ${s.watermark}`;
   }
   const r = s.rebuilt ?? { hourly: 0, daily: 0, monthly: 0 };
-  return `recomputed ${s.done} days from the raw events in ${seconds} s: ${r.hourly} hourly, ${r.daily} daily, ${r.monthly} monthly buckets rebuilt; watermark ${s.watermark}`;
+  const rate = Math.round(s.events / Math.max(0.001, s.elapsedMs / 1000));
+  return `recomputed ${s.done} days (${s.events} events, ${rate} events/s) from the raw events in ${seconds} s: ${r.hourly} hourly, ${r.daily} daily, ${r.monthly} monthly buckets rebuilt; watermark ${s.watermark}`;
 }
