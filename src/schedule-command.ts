@@ -15,7 +15,7 @@ import { TallyError, UsageError, errorMessage } from './errors.ts';
 import { readSchemaVersion } from './migrate.ts';
 import { InvalidParameterError } from './pg-errors.ts';
 import {
-  JOB_SCHEDULES_VERSION, applyCronSchedule, cronProblem, nextCronRun, normalizeCron, pendingChange, readSchedules, type JobSchedule,
+  JOB_SCHEDULES_VERSION, JOB_SCHEDULE_LOCK_SQL, applyCronSchedule, cronProblem, nextCronRun, normalizeCron, pendingChange, readSchedules, type JobSchedule,
   type ScheduleSource, type UnknownOverride,
 } from './schedule-overrides.ts';
 import { SCHEDULED_JOBS, type ScheduledJob } from './schedules.ts';
@@ -257,12 +257,23 @@ async function write(client: pg.Client, job: ScheduledJob, before: JobSchedule, 
   }
 }
 
+/** pg-boss could not be read or written: nothing changed. */
+function bossUnavailable(err: unknown): TallyError {
+  return new TallyError(
+    'pg_boss_unavailable',
+    `nothing changed: pg-boss's schedule could not be updated (${errorMessage(err)}). \`tally worker\` upgrades pg-boss; ` +
+      'or change it in SQL with tally.set_job_schedule (applied at the next worker start)',
+    { cause: err },
+  );
+}
+
 /** Writes the change and reads the job before and after, in one transaction; with `boss`, rewrites pg-boss's schedule in it too. */
 async function transact(client: pg.Client, job: ScheduledJob, action: ScheduleAction, value: string | undefined, boss?: PgBoss) {
   await client.query('begin');
   try {
-    // the row (if any) is locked so two changes to one job apply one after the other
-    await client.query('select 1 from tally.job_schedules where job = $1::text for update', [job.name]);
+    // two changes of one job (or a worker applying the overrides at start) take turns: a
+    // row lock would not do, the row may not exist yet
+    await client.query(JOB_SCHEDULE_LOCK_SQL, [[job.name]]);
     const [before] = (await readSchedules(client, [job])).schedules as [JobSchedule];
     await write(client, job, before, action, value);
     const [after] = (await readSchedules(client, [job])).schedules as [JobSchedule];
@@ -270,7 +281,13 @@ async function transact(client: pg.Client, job: ScheduledJob, action: ScheduleAc
     if (after.kind === 'interval' && !Number.isInteger(after.intervalSeconds)) {
       throw new UsageError(`${job.name}: the interval must be a whole number of seconds (got ${JSON.stringify(after.schedule)})`);
     }
-    if (boss) await applyCronSchedule(boss, after, { executeSql: (text, values) => client.query(text, values) });
+    if (boss) {
+      try {
+        await applyCronSchedule(boss, after, { executeSql: (text, values) => client.query(text, values) });
+      } catch (err) {
+        throw bossUnavailable(err);
+      }
+    }
     await client.query('commit');
     return { before, after };
   } catch (err) {
@@ -294,21 +311,24 @@ export async function changeSchedule(connectionString: string, action: ScheduleA
     if (job.everySetting || !(await bossInstalled(client))) {
       states = await transact(client, job, action, checked);
     } else {
+      // errors of our own transaction pass as they are; pg-boss's own become pg_boss_unavailable
+      const ours = new WeakSet<object>();
+      const mark = (err: unknown) => {
+        if (typeof err === 'object' && err !== null) ours.add(err);
+        return err;
+      };
       try {
         states = await withObserver(connectionString, async (boss) => {
           // the worker creates a job's queue; without one there is no schedule to rewrite yet
-          if (!(await boss.getQueue(job.name))) return transact(client, job, action, checked);
-          reaches = 'pg-boss';
-          return transact(client, job, action, checked, boss);
+          const queue = await boss.getQueue(job.name);
+          if (queue) reaches = 'pg-boss';
+          return transact(client, job, action, checked, queue ? boss : undefined).catch((err: unknown) => {
+            throw mark(err);
+          });
         });
       } catch (err) {
-        if (err instanceof TallyError) throw err;
-        throw new TallyError(
-          'pg_boss_unavailable',
-          `nothing changed: pg-boss's schedule could not be updated (${errorMessage(err)}). \`tally worker\` upgrades pg-boss; ` +
-            'or change it in SQL with tally.set_job_schedule (applied at the next worker start)',
-          { cause: err },
-        );
+        if (err instanceof TallyError || (typeof err === 'object' && err !== null && ours.has(err))) throw err;
+        throw bossUnavailable(err);
       }
     }
     const { before, after } = states;

@@ -28,8 +28,20 @@ function parseError(cron: string): string | undefined {
   }
 }
 
+/** The longest cron tally.job_schedules stores (its CHECK). */
+const CRON_MAX_LENGTH = 200;
+
+/**
+ * Takes the transaction-level locks of the jobs in $1 (text[]), in name order: a change of a
+ * job's override and a worker applying the overrides at start take turns, so neither
+ * overwrites the other's pg-boss schedule with a stale one.
+ */
+export const JOB_SCHEDULE_LOCK_SQL = `select count(pg_advisory_xact_lock(hashtext('tally.job_schedules'), hashtext(j)))
+  from (select distinct unnest($1::text[]) as j order by 1) l`;
+
 /** Why a cron expression cannot be a Tally schedule (naming the field at fault), or undefined when it can. */
 export function cronProblem(cron: string): string | undefined {
+  if (normalizeCron(cron).length > CRON_MAX_LENGTH) return `must be at most ${CRON_MAX_LENGTH} characters`;
   const fields = cron.trim().split(/\s+/).filter((f) => f !== '');
   if (fields.length !== CRON_FIELDS.length) {
     return `must be five fields (${CRON_FIELDS.join(' ')}), got ${fields.length}`;

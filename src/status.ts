@@ -20,6 +20,8 @@ export interface JobStatus {
   source?: ScheduleSource | undefined;
   /** The schedule (or `disabled`) tally.job_schedules asks for and pg-boss does not have yet. */
   pending?: string | undefined;
+  /** A stored override the worker cannot run (written by hand in SQL): the default runs instead. */
+  problem?: string | undefined;
   runs: number;
   failures: number;
   lastFinishedAt: Date | undefined;
@@ -142,6 +144,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
       scheduled: job.everySetting ? enabled && workers.some((w) => w.live) : schedules.has(job.name),
       source: override?.source,
       pending: bossReady && !workerError && override ? pendingChange(override, cron) : undefined,
+      problem: override?.problem,
       runs: Number(run?.runs ?? 0),
       failures: Number(run?.failures ?? 0),
       lastFinishedAt: run?.last_finished_at ?? undefined,
@@ -251,9 +254,11 @@ export function formatStatus(status: Status, database: string): string {
       : 'never run';
     // what runs now; an override a worker has not applied yet is shown after the counts
     const now = job.cron ?? 'not scheduled';
-    const shown = job.pending ? now : job.source === 'disabled' ? 'disabled' : job.source === 'override' ? `${now} (override)` : now;
+    const overridden = job.source === 'override' && !job.problem;
+    const shown = job.pending ? now : job.source === 'disabled' ? 'disabled' : overridden ? `${now} (override)` : now;
     const pending = job.pending ? ` [pending: ${job.pending} at the next worker start]` : '';
     lines.push(`  ${job.name.padEnd(29)} ${shown.padEnd(22)} ${last} (${job.runs} runs, ${job.failures} failed)${pending}`);
+    if (job.problem) lines.push(`    warning: ${job.problem}`);
   }
   return lines.join('\n');
 }

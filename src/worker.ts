@@ -8,7 +8,7 @@
 import pg from 'pg';
 import { PgBoss } from 'pg-boss';
 import { errorMessage } from './errors.ts';
-import { applyCronSchedule, readSchedules, type JobSchedule } from './schedule-overrides.ts';
+import { JOB_SCHEDULE_LOCK_SQL, applyCronSchedule, readSchedules, type JobSchedule } from './schedule-overrides.ts';
 import { SCHEDULED_JOBS, type ScheduledJob } from './schedules.ts';
 
 export const BOSS_SCHEMA = 'pgboss';
@@ -165,6 +165,29 @@ function offerEveryInterval(pool: pg.Pool, boss: PgBoss, first: JobSchedule, log
   };
 }
 
+/**
+ * Reads the overrides and puts every cron job's schedule into pg-boss in one transaction,
+ * holding the jobs' schedule locks: a `tally schedule` change that commits meanwhile waits,
+ * then rewrites pg-boss itself, so a starting worker never leaves a stale schedule behind.
+ */
+async function applySchedules(pool: pg.Pool, boss: PgBoss): Promise<Awaited<ReturnType<typeof readSchedules>>> {
+  const client = await pool.connect();
+  try {
+    await client.query('begin');
+    await client.query(JOB_SCHEDULE_LOCK_SQL, [SCHEDULED_JOBS.map((j) => j.name)]);
+    const read = await readSchedules(client);
+    const db = { executeSql: (text: string, values?: unknown[]) => client.query(text, values) };
+    for (const schedule of read.schedules) await applyCronSchedule(boss, schedule, db);
+    await client.query('commit');
+    return read;
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
 export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const log = options.log ?? (() => undefined);
   const pool = new pg.Pool({ connectionString: options.connectionString, max: 2, application_name: WORKER_NAME });
@@ -177,10 +200,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
 
   try {
     await boss.start();
-    const { schedules, unknown } = await readSchedules(pool);
-    for (const u of unknown) log(`tally.job_schedules names no known job: ${u.job} (ignored)`);
-    for (const schedule of schedules) {
-      const { job } = schedule;
+    for (const job of SCHEDULED_JOBS) {
       // createQueue keeps an existing queue as it is; updateQueue applies changed settings.
       // heartbeatSeconds: a worker killed mid-job stops beating, and pg-boss fails the job
       // within seconds instead of leaving it active (and the stately queue blocked) until it
@@ -188,6 +208,11 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       const queueOptions = { retryLimit: 0, expireInSeconds: job.expireInSeconds, heartbeatSeconds: HEARTBEAT_SECONDS };
       await boss.createQueue(job.name, { policy: 'stately', ...queueOptions });
       await boss.updateQueue(job.name, queueOptions);
+    }
+    const { schedules, unknown } = await applySchedules(pool, boss);
+    for (const u of unknown) log(`tally.job_schedules names no known job: ${u.job} (ignored)`);
+    for (const schedule of schedules) {
+      const { job } = schedule;
       if (schedule.problem) log(`job ${job.name}: ${schedule.problem}`);
       if (!schedule.enabled) {
         disabled.push(job.name);
@@ -195,7 +220,6 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       } else if (schedule.source === 'override' && !schedule.problem) {
         log(`job ${job.name}: ${schedule.kind === 'cron' ? '' : 'every '}${schedule.schedule} (override; default ${schedule.default})`);
       }
-      await applyCronSchedule(boss, schedule);
       if (schedule.kind === 'interval') offers.push(offerEveryInterval(pool, boss, schedule, log));
       await boss.work(job.name, { pollingIntervalSeconds: 2 }, async () => {
         try {

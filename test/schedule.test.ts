@@ -146,6 +146,7 @@ describe('tally schedule', () => {
     [['set', 'tally-rollups', '*/5 * * * *'], /^error: tally-rollups runs every rollups.interval, not on a cron: give an interval such as 5s/],
     [['set', 'tally-heartbeat', '*/5', '*', '*', '*', '*'], /^error: expected JOB and one SCHEDULE, got 6 arguments: quote the cron/],
     [['frobnicate'], /^error: unknown schedule command "frobnicate"/],
+    [['set', 'tally-heartbeat', `${[...Array(60).keys()].join(',')} ${[...Array(24).keys()].join(',')} * * *`], /^error: tally-heartbeat: invalid cron .*: must be at most 200 characters$/],
   ])('refuses %j with exit code 2, one line naming the problem, and writes nothing', async (args, message) => {
     const result = await tally(...args);
     expect(result.code).toBe(2);
@@ -338,7 +339,36 @@ describe('tally schedule', () => {
       const text = await tally('list');
       expect(text.stdout).toContain('warning: tally.job_schedules has a row for tally-gone, which is not a Tally job (ignored)');
       expect(text.stdout).toMatch(/warning: stored cron "61 \* \* \* \*"/);
+      // tally status shows what runs (the default) and the same warning, not "(override)"
+      const status = await runCli(['status'], env);
+      expect(status.stdout).toMatch(/^ {2}tally-heartbeat +\* \* \* \* \* +(?!\(override\))/m);
+      expect(status.stdout).toMatch(/^ {4}warning: stored cron "61 \* \* \* \*" cannot run/m);
     } finally {
+      await db.pool.query('delete from tally.job_schedules');
+    }
+  });
+
+  it('a change waits for another change of the same job to commit, and builds on it', async () => {
+    const job = 'tally-purge-idempotency-keys';
+    const other = await db.pool.connect();
+    try {
+      await other.query('begin');
+      await other.query("select tally.set_job_schedule($1, '0 4 * * *')", [job]);
+      const disable = tally('disable', job);
+      // wait (not a timing assertion) until the CLI is blocked on the job's lock
+      for (let i = 0; ; i++) {
+        const { rows } = await db.pool.query("select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted");
+        if (rows[0].n > 0) break;
+        if (i > 600) throw new Error('the CLI never waited for the open change');
+        await sleep(50);
+      }
+      await other.query('commit');
+      const result = await disable;
+      expect(result.code, result.stderr).toBe(0);
+      expect(await overrides()).toEqual([{ job, cron: '0 4 * * *', enabled: false, updated_by: 'postgres' }]);
+    } finally {
+      await other.query('rollback').catch(() => undefined);
+      other.release();
       await db.pool.query('delete from tally.job_schedules');
     }
   });

@@ -51,6 +51,9 @@ BEGIN
   IF p_enabled IS NULL THEN
     RAISE EXCEPTION 'enabled: must be true or false' USING ERRCODE = '22023', HINT = 'invalid_parameter';
   END IF;
+  -- changes of one job take turns until commit (the CLI and a starting worker take the same
+  -- lock before they read the current override, so neither acts on a stale one)
+  PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('tally.job_schedules'), pg_catalog.hashtext(p_job));
 
   -- the default schedule, enabled, is no override at all: forget the row
   IF p_cron IS NULL AND p_enabled THEN

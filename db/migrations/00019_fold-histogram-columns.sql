@@ -4,30 +4,21 @@
 -- Before: the pass over the events grouped by (account, hour, local day, dimensions,
 -- latency bucket), about 12 times as many groups as without the bucket, and each grain's
 -- upsert rebuilt the histogram with a PL/pgSQL state function called once per group, and
--- merged it into an existing row with a SQL function per conflicting row.
+-- merged it into an existing row with a SQL function (tally._hist_add) per conflicting row.
 -- Now: the pass groups by (account, hour, local day, dimensions) and counts the 42 slots
--- as 42 filtered counts; each grain sums the 42 columns and merges slot by slot with plain
--- array arithmetic. The results are the same numbers (tests/rollups compares them with
--- verify_rollups and with direct computations); only the work to get there changed.
+-- as 42 filtered counts; each grain sums the 42 columns and merges into a stored row slot
+-- by slot with plain array arithmetic (rows are written only by the fold: 1-based, 42
+-- slots). With nearly one group per event (e.g. thousands of distinct models in a chunk)
+-- the wider groups cost more than before; typical dimensions have far fewer values.
+-- The results are the same numbers (test/rollups.test.ts compares them with verify_rollups
+-- and with direct computations); only the work to get there changed.
 -- The statement is still assembled from constant pieces only (no input reaches it).
 
--- Slot-by-slot addition without a subquery, so the planner inlines it into the live views
--- and the fold; same contract as before (a histogram that is not 42 slots is left alone).
-CREATE OR REPLACE FUNCTION tally._hist_add(p_a bigint[], p_b bigint[]) RETURNS bigint[]
-  LANGUAGE sql IMMUTABLE
-  SET search_path = pg_catalog, pg_temp
-  AS $$
-    select case when pg_catalog.cardinality(p_a) = 42 and pg_catalog.cardinality(p_b) = 42 then
-      ARRAY[p_a[1] + p_b[1], p_a[2] + p_b[2], p_a[3] + p_b[3], p_a[4] + p_b[4], p_a[5] + p_b[5], p_a[6] + p_b[6],
-            p_a[7] + p_b[7], p_a[8] + p_b[8], p_a[9] + p_b[9], p_a[10] + p_b[10], p_a[11] + p_b[11], p_a[12] + p_b[12],
-            p_a[13] + p_b[13], p_a[14] + p_b[14], p_a[15] + p_b[15], p_a[16] + p_b[16], p_a[17] + p_b[17], p_a[18] + p_b[18],
-            p_a[19] + p_b[19], p_a[20] + p_b[20], p_a[21] + p_b[21], p_a[22] + p_b[22], p_a[23] + p_b[23], p_a[24] + p_b[24],
-            p_a[25] + p_b[25], p_a[26] + p_b[26], p_a[27] + p_b[27], p_a[28] + p_b[28], p_a[29] + p_b[29], p_a[30] + p_b[30],
-            p_a[31] + p_b[31], p_a[32] + p_b[32], p_a[33] + p_b[33], p_a[34] + p_b[34], p_a[35] + p_b[35], p_a[36] + p_b[36],
-            p_a[37] + p_b[37], p_a[38] + p_b[38], p_a[39] + p_b[39], p_a[40] + p_b[40], p_a[41] + p_b[41], p_a[42] + p_b[42]]
-    else coalesce(p_a, p_b) end
-  $$;
-COMMENT ON FUNCTION tally._hist_add(bigint[], bigint[]) IS 'Adds two 42-slot latency histograms slot by slot (anything else: the first non-null one unchanged).';
+-- The fold's hash tables get their own memory budget (a setting, so a DBA can give more
+-- for folds of many distinct dimension values, or less on a small instance).
+INSERT INTO tally.settings (name, kind, value, default_value, min_value, max_value, description) VALUES
+  ('rollups.work_mem_mb', 'integer', '32', '32', '4', '4096',
+   'work_mem (MB) of the rollup fold, whatever the session''s: its GROUP BY hashes the groups of a chunk in up to this times hash_mem_multiplier and spills to disk beyond. One fold runs at a time.');
 
 CREATE OR REPLACE FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[],
                                     p_range_accounts uuid[] DEFAULT NULL, p_range_from timestamptz[] DEFAULT NULL,
@@ -38,9 +29,10 @@ CREATE OR REPLACE FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi 
   SET DateStyle = 'ISO'
   SET TimeZone = 'UTC'
   -- The planner guesses far more groups than a chunk has (one per event) and would sort
-  -- them, or plan a hash table that spills at the default 4 MB. Hashing in up to
-  -- 32 MB x hash_mem_multiplier (one run at a time) keeps a chunk's groups in memory;
-  -- larger ones still spill to disk, they never fail.
+  -- them, or plan a hash table that spills at the default 4 MB. Hashing in
+  -- rollups.work_mem_mb x hash_mem_multiplier (one run at a time) keeps a chunk's groups in
+  -- memory; larger ones still spill to disk, they never fail. The SET clause scopes the
+  -- set_config below to this function: the caller's work_mem is back when it returns.
   SET work_mem = '32MB'
   SET enable_sort = off
   AS $$
@@ -53,6 +45,7 @@ DECLARE
   v_upserts   text;
   v_events    bigint;
 BEGIN
+  PERFORM set_config('work_mem', tally._setting_int('rollups.work_mem_mb') || 'MB', true);
   IF p_source = 'window' THEN
     v_from := 'tally.events e JOIN tally.accounts a ON a.id = e.account_id';
     v_where := 'e.id > $1 AND e.id <= $2';
