@@ -6,6 +6,9 @@
  *     versus plain inserts into a table whose AFTER INSERT FOR EACH ROW trigger upserts an
  *     hourly aggregate (the LLM-proxy seed's real-time trigger); beside them the ceiling of
  *     any ingest path, a bare COPY into tally.events then run_rollups;
+ * (c') the same events per request, as each side is fed by an app: one INSERT per event from
+ *     4 connections into the trigger's table, versus track() per event into 4 UsageTrackers
+ *     then run_rollups;
  * (d) freshness: events sent at a sustained rate (default 20,000/s for 60 s) while the
  *     worker runs the rollups every rollups.interval; the largest pending age seen.
  * Sizes: BENCH_ROLLUP_EVENTS, BENCH_ROLLUP_E2E_EVENTS, BENCH_FRESHNESS_RATE, BENCH_FRESHNESS_SECONDS.
@@ -15,10 +18,13 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import type { UsageEvent } from '../../src/client/events.ts';
 import { runMigrations } from '../../src/migrate.ts';
+import { UsageTracker } from '../../src/tracker.ts';
 import { startWorker } from '../../src/worker.ts';
 import type { BenchResult, BenchSuite } from '../lib.ts';
 
+const PRODUCERS = 4;
 const BACKLOG = Number(process.env.BENCH_ROLLUP_EVENTS ?? 1_000_000);
 const E2E = Number(process.env.BENCH_ROLLUP_E2E_EVENTS ?? 200_000);
 const RATE = Number(process.env.BENCH_FRESHNESS_RATE ?? 20_000);
@@ -83,6 +89,14 @@ function e2eEvents(accounts: string[], from: number, n: number) {
       latency_ms: k % 3000,
     };
   });
+}
+
+/** The same event as an app hands it to a UsageTracker (camelCase). */
+function toUsageEvent(e: ReturnType<typeof e2eEvents>[number]): UsageEvent {
+  return {
+    accountId: e.account_id, eventType: e.event_type, occurredAt: e.occurred_at, provider: e.provider, model: e.model,
+    tokensIn: e.tokens_in, tokensOut: e.tokens_out, costUsd: e.cost_usd, latencyMs: e.latency_ms,
+  };
 }
 
 export const suite: BenchSuite = {
@@ -189,6 +203,56 @@ export const suite: BenchSuite = {
       } finally {
         client.release();
       }
+
+      // (c') per request, as each side is meant to be fed: the seed's app INSERTs one row per
+      // call (its trigger upserts the hour), Tally's app hands each call to a UsageTracker
+      // (batched off the request path) and the rollups fold them; PRODUCERS app processes each.
+      ctx.log(`per request: ${E2E} events from ${PRODUCERS} producers`);
+      await resetLedger(pool);
+      await pool.query('truncate public.seed_events, public.seed_hourly');
+      const share = Math.ceil(E2E / PRODUCERS);
+      const slices = Array.from({ length: PRODUCERS }, (_, p) => e2eEvents(accounts, p * share, Math.min(share, E2E - p * share)));
+      const [, tallyRequestMs] = await timed(async () => {
+        await Promise.all(
+          slices.map(async (slice, p) => {
+            const tracker = new UsageTracker({ connectionString: db.url, applicationName: `bench-app-${p}` }, { batchSize: 1000, flushIntervalMs: 50, maxQueue: E2E });
+            for (let i = 0; i < slice.length; i++) {
+              tracker.track(toUsageEvent(slice[i]!));
+              // requests of one process interleave with the others'
+              if (i % 100 === 99) await new Promise((resolve) => setImmediate(resolve));
+            }
+            const stats = await tracker.close();
+            if (stats.accepted !== slice.length) throw new Error(`tracker ${p}: accepted ${stats.accepted} of ${slice.length}`);
+          }),
+        );
+        await drain(pool);
+      });
+      const [, triggerRequestMs] = await timed(() =>
+        Promise.all(
+          slices.map(async (slice) => {
+            const c = await pool.connect();
+            try {
+              for (const e of slice) {
+                await c.query(
+                  `insert into public.seed_events (account_id, occurred_at, event_type, provider, model, tokens_in, tokens_out, cost_usd, latency_ms)
+                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+                  [e.account_id, e.occurred_at, e.event_type, e.provider, e.model, e.tokens_in, e.tokens_out, e.cost_usd, e.latency_ms],
+                );
+              }
+            } finally {
+              c.release();
+            }
+          }),
+        ),
+      );
+      const stored = Number((await pool.query('select count(*) as n from tally.events')).rows[0].n);
+      if (stored !== E2E) throw new Error(`per request: ${stored} of ${E2E} events stored`);
+      ctx.log(`per request: Tally (trackers + rollup) ${(tallyRequestMs / 1000).toFixed(1)} s, per-row trigger ${(triggerRequestMs / 1000).toFixed(1)} s`);
+      results.push({ name: 'per_row_trigger_per_request', value: Math.round(E2E / (triggerRequestMs / 1000)), unit: 'events/s', note: `one INSERT per event, ${PRODUCERS} connections at once, into the table with the per-row hourly upsert` });
+      results.push({
+        name: 'tally_tracker_and_rollup_per_request', value: Math.round(E2E / (tallyRequestMs / 1000)), unit: 'events/s', baseline: 'per_row_trigger_per_request',
+        note: `track() per event in ${PRODUCERS} UsageTrackers (batches of 1000), then run_rollups into three grains: what an app's requests cost each way`,
+      });
 
       // (d) freshness under sustained ingestion, with the worker folding every rollups.interval
       ctx.log(`freshness: ${RATE}/s for ${SECONDS} s with the worker running`);
