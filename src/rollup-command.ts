@@ -46,10 +46,14 @@ const connect = (connectionString: string) => connectClient(connectionString, 't
 /** Folds everything pending now, in chunks; another run in progress is waited for. */
 export async function foldPending(connectionString: string, chunk: number, onProgress: (p: RollupProgress) => void, signal?: AbortSignal): Promise<RollupSummary> {
   const client = await connect(connectionString);
-  const started = Date.now();
   try {
-    const { rows } = await client.query<{ s: { pending_events: number } }>('select tally.rollup_status() as s');
-    const total = Number(rows[0]?.s.pending_events ?? 0);
+    // the ids past the watermark: cheap (no scan of the tail), and an upper bound of the events
+    const { rows } = await client.query<{ n: string }>(
+      `select greatest(0, coalesce(pg_sequence_last_value(pg_get_serial_sequence('tally.events', 'id')::regclass), 0) - s.watermark) as n
+         from tally.rollup_state s`,
+    );
+    const total = Number(rows[0]?.n ?? 0);
+    const started = Date.now();
     let done = 0;
     let watermark = 0;
     while (!signal?.aborted) {
@@ -62,7 +66,11 @@ export async function foldPending(connectionString: string, chunk: number, onPro
       done += r.events ?? 0;
       watermark = r.watermark ?? watermark;
       onProgress({ done, total: Math.max(total, done), unit: 'events', elapsedMs: Date.now() - started, events: done });
-      if (!r.more) break;
+      if (!r.more) {
+        // the total counted ids, some of which never became events (rolled back): now it is known
+        onProgress({ done, total: done, unit: 'events', elapsedMs: Date.now() - started, events: done });
+        break;
+      }
     }
     return { mode: 'fold', done, unit: 'events', elapsedMs: Date.now() - started, events: done, watermark };
   } finally {

@@ -271,9 +271,9 @@ function bossUnavailable(err: unknown): TallyError {
 async function transact(client: pg.Client, job: ScheduledJob, action: ScheduleAction, value: string | undefined, boss?: PgBoss) {
   await client.query('begin');
   try {
-    // two changes of one job (or a worker applying the overrides at start) take turns: a
+    // two changes (or a change and a worker applying the overrides at start) take turns: a
     // row lock would not do, the row may not exist yet
-    await client.query(JOB_SCHEDULE_LOCK_SQL, [[job.name]]);
+    await client.query(JOB_SCHEDULE_LOCK_SQL);
     const [before] = (await readSchedules(client, [job])).schedules as [JobSchedule];
     await write(client, job, before, action, value);
     const [after] = (await readSchedules(client, [job])).schedules as [JobSchedule];

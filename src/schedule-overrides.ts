@@ -32,12 +32,11 @@ function parseError(cron: string): string | undefined {
 const CRON_MAX_LENGTH = 200;
 
 /**
- * Takes the transaction-level locks of the jobs in $1 (text[]), in name order: a change of a
- * job's override and a worker applying the overrides at start take turns, so neither
- * overwrites the other's pg-boss schedule with a stale one.
+ * The transaction-level lock every schedule change takes (tally.set_job_schedule too): a
+ * change and a worker applying the overrides at start take turns, so neither writes a stale
+ * schedule into pg-boss. One lock for all jobs, so no order of changes can deadlock.
  */
-export const JOB_SCHEDULE_LOCK_SQL = `select count(pg_advisory_xact_lock(hashtext('tally.job_schedules'), hashtext(j)))
-  from (select distinct unnest($1::text[]) as j order by 1) l`;
+export const JOB_SCHEDULE_LOCK_SQL = "select pg_advisory_xact_lock(hashtext('tally.job_schedules'))";
 
 /** Why a cron expression cannot be a Tally schedule (naming the field at fault), or undefined when it can. */
 export function cronProblem(cron: string): string | undefined {

@@ -56,7 +56,8 @@ export interface RollupStatus {
   /** UTC hours with pending events of an account that has no hourly row for them yet (migration 20 on). */
   unaggregatedHours?: number | undefined;
   oldestUnaggregatedHour?: Date | null | undefined;
-  /** The latest scheduled run's error, when it failed (migration 20 on). */
+  /** The latest scheduled run's outcome and error (migration 20 on; undefined: never recorded). */
+  lastRunOk?: boolean | null | undefined;
   lastError?: string | null | undefined;
 }
 
@@ -164,6 +165,7 @@ const rollupStatusRow = z.object({
   last_run_events: z.coerce.number().nullable(),
   unaggregated_hours: z.coerce.number().optional(),
   oldest_unaggregated_hour: z.string().nullable().optional(),
+  last_run_ok: z.boolean().nullable().optional(),
   last_error: z.string().nullable().optional(),
 });
 
@@ -179,6 +181,7 @@ async function readRollupStatus(client: pg.Client): Promise<RollupStatus> {
     lastRunEvents: r.last_run_events,
     unaggregatedHours: r.unaggregated_hours,
     oldestUnaggregatedHour: r.oldest_unaggregated_hour == null ? r.oldest_unaggregated_hour : new Date(r.oldest_unaggregated_hour),
+    lastRunOk: r.last_run_ok,
     lastError: r.last_error,
   };
 }
@@ -245,7 +248,7 @@ export function formatStatus(status: Status, database: string): string {
           '; the *_live views include them, the stored tables will after the next run',
       );
     }
-    if (r.lastError) lines.push(`           latest scheduled run FAILED: ${r.lastError}`);
+    if (r.lastRunOk === false) lines.push(`           latest scheduled run FAILED: ${r.lastError || '(no error recorded)'}`);
   }
   lines.push('schedules:');
   for (const job of status.jobs) {

@@ -167,23 +167,29 @@ function offerEveryInterval(pool: pg.Pool, boss: PgBoss, first: JobSchedule, log
 
 /**
  * Reads the overrides and puts every cron job's schedule into pg-boss in one transaction,
- * holding the jobs' schedule locks: a `tally schedule` change that commits meanwhile waits,
- * then rewrites pg-boss itself, so a starting worker never leaves a stale schedule behind.
+ * holding the schedule lock: a `tally schedule` change that commits meanwhile waits, then
+ * rewrites pg-boss itself, so a starting worker never leaves a stale schedule behind.
+ * Waits at most 5 s for the lock.
  */
-async function applySchedules(pool: pg.Pool, boss: PgBoss): Promise<Awaited<ReturnType<typeof readSchedules>>> {
+async function applySchedules(pool: pg.Pool, boss: PgBoss): Promise<void> {
   const client = await pool.connect();
+  // a checked-out client has no pool listener: a dropped connection must fail the query, not the process
+  const ignore = () => undefined;
+  client.on('error', ignore);
   try {
     await client.query('begin');
-    await client.query(JOB_SCHEDULE_LOCK_SQL, [SCHEDULED_JOBS.map((j) => j.name)]);
+    // an open schedule change (say a psql session idle in transaction) must not hold the worker up
+    await client.query(`set local lock_timeout = '5s'`);
+    await client.query(JOB_SCHEDULE_LOCK_SQL);
     const read = await readSchedules(client);
     const db = { executeSql: (text: string, values?: unknown[]) => client.query(text, values) };
     for (const schedule of read.schedules) await applyCronSchedule(boss, schedule, db);
     await client.query('commit');
-    return read;
   } catch (err) {
     await client.query('rollback').catch(() => undefined);
     throw err;
   } finally {
+    client.off('error', ignore);
     client.release();
   }
 }
@@ -196,6 +202,8 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const running = new Set<number>();
   const offers: { stop(): void }[] = [];
   const disabled: string[] = [];
+  let applyRetry: NodeJS.Timeout | undefined;
+  let stopping: Promise<void> | undefined;
   boss.on('error', (err: Error) => log(`pg-boss: ${err.message}`));
 
   try {
@@ -209,7 +217,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       await boss.createQueue(job.name, { policy: 'stately', ...queueOptions });
       await boss.updateQueue(job.name, queueOptions);
     }
-    const { schedules, unknown } = await applySchedules(pool, boss);
+    const { schedules, unknown } = await readSchedules(pool);
     for (const u of unknown) log(`tally.job_schedules names no known job: ${u.job} (ignored)`);
     for (const schedule of schedules) {
       const { job } = schedule;
@@ -230,14 +238,27 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         }
       });
     }
+    // The cron schedules into pg-boss, under the schedule lock. If a schedule change is
+    // held open, the worker runs meanwhile (on what pg-boss has) and tries again later.
+    const applyCron = async (): Promise<void> => {
+      try {
+        await applySchedules(pool, boss);
+      } catch (err) {
+        if (stopping) return;
+        log(`cron schedules not applied yet (${errorMessage(err)}; is a schedule change held open?); retrying in 10 s`);
+        applyRetry = setTimeout(() => void applyCron(), 10_000);
+        applyRetry.unref();
+      }
+    };
+    await applyCron();
   } catch (err) {
+    clearTimeout(applyRetry);
     for (const offer of offers) offer.stop();
     await boss.stop({ graceful: false }).catch(() => undefined);
     await pool.end().catch(() => undefined);
     throw err;
   }
 
-  let stopping: Promise<void> | undefined;
   return {
     schedules: SCHEDULED_JOBS,
     disabled,
@@ -248,6 +269,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     },
     stop(timeoutMs = 30_000) {
       stopping ??= (async () => {
+        clearTimeout(applyRetry);
         for (const offer of offers) offer.stop();
         const deadline = Date.now() + timeoutMs;
         await boss.stop({ graceful: true, timeout: timeoutMs });

@@ -268,6 +268,13 @@ describe('run_rollups', () => {
     const status = async () => (await db.pool.query('select tally.rollup_status() as s')).rows[0].s;
     expect(await status()).toMatchObject({ pending_events: 4, unaggregated_hours: 2 });
     expect(new Date((await status()).oldest_unaggregated_hour).toISOString()).toBe('2026-11-02T08:00:00.000Z');
+    // another dimension tuple in the aggregated hour has no row yet: that hour counts too,
+    // until the event is voided (a voided event never gets one)
+    await recordEvents(db.pool, [{ account_id: account, event_type: 'y', occurred_at: '2026-11-02T10:20:00Z' }]);
+    expect(await status()).toMatchObject({ pending_events: 5, unaggregated_hours: 3 });
+    const y = (await db.pool.query("select id from tally.events where account_id = $1 and event_type = 'y'", [account])).rows[0].id;
+    await as(db.pool, service, (c) => c.query('select tally.void_events($1::bigint[], $2)', [[y], 'test']));
+    expect(await status()).toMatchObject({ pending_events: 5, unaggregated_hours: 2 });
     const text = await runCli(['status'], env);
     expect(text.stdout).toMatch(/2 hour\(s\) with events but no aggregate yet \(oldest 2026-11-02T08:00Z\)/);
 
@@ -277,13 +284,17 @@ describe('run_rollups', () => {
       await record(false, 'could not serialize access');
       expect(await status()).toMatchObject({ last_run_ok: false, last_error: 'could not serialize access', failures: 1 });
       expect((await runCli(['status'], env)).stdout).toMatch(/latest scheduled run FAILED: could not serialize access/);
+      // a failure recorded without an error message still shows as failed
+      await record(false, null);
+      expect((await runCli(['status'], env)).stdout).toMatch(/latest scheduled run FAILED: \(no error recorded\)/);
       await record(true, null);
-      expect(await status()).toMatchObject({ last_run_ok: true, last_error: null, last_error_at: null, failures: 1 });
+      expect(await status()).toMatchObject({ last_run_ok: true, last_error: null, last_error_at: null, failures: 2 });
     } finally {
       await db.pool.query("delete from tally.job_runs where job = 'tally-rollups'");
     }
     await drain();
     expect(await status()).toMatchObject({ pending_events: 0, unaggregated_hours: 0, oldest_unaggregated_hour: null });
+    await expectRollupsMatchEvents([account]);
   });
 
   it('the worker runs the rollups on its own, every rollups.interval', async () => {

@@ -373,6 +373,31 @@ describe('tally schedule', () => {
     }
   });
 
+  it('a worker starting while a schedule change is held open runs anyway, and applies the change once it commits', async () => {
+    const other = await db.pool.connect();
+    try {
+      await other.query('begin');
+      await other.query("select tally.set_job_schedule('tally-retention', '30 2 * * *')");
+      await withWorker(async (worker, log) => {
+        // started (its queues are worked) although the schedule lock is taken
+        expect(worker.schedules.length).toBe(SCHEDULED_JOBS.length);
+        await waitForLine(log, /^cron schedules not applied yet \(.*lock timeout.*\); retrying in 10 s$/);
+        await other.query('commit');
+        // the retry applies it (the deadline only bounds a hang)
+        const deadline = Date.now() + 60_000;
+        while ((await bossSchedules())['tally-retention'] !== '30 2 * * *') {
+          if (Date.now() > deadline) throw new Error(`never applied: ${JSON.stringify(await bossSchedules())}\n${log.join('\n')}`);
+          await sleep(200);
+        }
+      });
+    } finally {
+      await other.query('rollback').catch(() => undefined);
+      other.release();
+      await db.pool.query('delete from tally.job_schedules');
+      await withWorker(async () => undefined); // pg-boss back on the defaults for the next tests
+    }
+  });
+
   it('tally.set_job_schedule: checks its input, refuses a malformed row, and is for service callers only', async () => {
     await expect(db.pool.query("select tally.set_job_schedule('tally-heartbeat', '* * * *')")).rejects.toMatchObject({ code: '22023', hint: 'invalid_parameter' });
     await expect(db.pool.query("select tally.set_job_schedule('Bad Name', null, false)")).rejects.toMatchObject({ code: '22023' });

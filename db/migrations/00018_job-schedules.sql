@@ -51,9 +51,11 @@ BEGIN
   IF p_enabled IS NULL THEN
     RAISE EXCEPTION 'enabled: must be true or false' USING ERRCODE = '22023', HINT = 'invalid_parameter';
   END IF;
-  -- changes of one job take turns until commit (the CLI and a starting worker take the same
-  -- lock before they read the current override, so neither acts on a stale one)
-  PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('tally.job_schedules'), pg_catalog.hashtext(p_job));
+  -- schedule changes take turns until commit (the CLI and a starting worker take the same
+  -- lock before they read the current overrides, so neither acts on a stale one). One lock
+  -- for all jobs: changes are rare, and a transaction changing several jobs cannot
+  -- deadlock with a worker applying them all.
+  PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('tally.job_schedules'));
 
   -- the default schedule, enabled, is no override at all: forget the row
   IF p_cron IS NULL AND p_enabled THEN
@@ -76,3 +78,8 @@ COMMENT ON FUNCTION tally.set_job_schedule(text, text, boolean) IS
   'Sets a job''s schedule override: p_cron (five fields, UTC; NULL = the default) and p_enabled. Returns the stored row, or NULL when the job is back on its default (the row is deleted). The cron syntax is checked fully by `tally schedule set`; here only its shape. A running worker picks the change up at its next start, or at once when made with `tally schedule`. Errors: invalid_parameter (22023).';
 REVOKE ALL ON FUNCTION tally.set_job_schedule(text, text, boolean) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.set_job_schedule(text, text, boolean) TO service_role;
+
+-- Running workers now re-read the interval on every tick (tally schedule set tally-rollups).
+UPDATE tally.settings SET description =
+  'How often the worker runs tally.run_rollups; running workers re-read it every tick (`tally schedule set tally-rollups 5s`). Reads are exact at any moment anyway; this bounds how much tail they must add.'
+WHERE name = 'rollups.interval';
