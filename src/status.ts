@@ -53,7 +53,7 @@ export interface RollupStatus {
   oldestPendingAgeSeconds: number | null;
   lastRunFinishedAt: Date | null;
   lastRunEvents: number | null;
-  /** UTC hours with pending events of an account that has no hourly row for them yet (migration 20 on). */
+  /** UTC hours in which an account has pending (not voided) events of a dimension tuple with no hourly row yet (migration 20 on). */
   unaggregatedHours?: number | undefined;
   oldestUnaggregatedHour?: Date | null | undefined;
   /** The latest scheduled run's outcome and error (migration 20 on; undefined: never recorded). */
