@@ -14,8 +14,8 @@
 -- and with direct computations); only the work to get there changed.
 -- The statement is still assembled from constant pieces only (no input reaches it).
 
--- The fold's hash tables get their own memory budget (a setting, so a DBA can give more
--- for folds of many distinct dimension values, or less on a small instance).
+-- The fold's hash tables get their own memory budget, whatever the session's work_mem (a
+-- setting, so a DBA can lower it on a small instance).
 INSERT INTO tally.settings (name, kind, value, default_value, min_value, max_value, description) VALUES
   ('rollups.work_mem_mb', 'integer', '32', '32', '4', '4096',
    'work_mem (MB) of the rollup fold, whatever the session''s: its GROUP BY hashes the groups of a chunk in up to this times hash_mem_multiplier and spills to disk beyond. One fold runs at a time.');
