@@ -5,8 +5,8 @@
  */
 import fs from 'node:fs';
 import { Command } from 'commander';
-import { loadConfig } from '../src/config.ts';
-import { resolveDatabase } from '../src/database.ts';
+import { loadConfig } from '../src/database/config.ts';
+import { resolveDatabase } from '../src/database/resolve.ts';
 import { scratchDatabaseFactory, withRatios, writeResults, type BenchSuite } from './lib.ts';
 
 async function loadSuites(): Promise<BenchSuite[]> {

@@ -9,6 +9,6 @@ if (major < 22 || (major === 22 && minor < 18)) {
   process.exit(2);
 }
 
-const compiled = new URL('../dist/cli.js', import.meta.url);
-const { main } = await import(fs.existsSync(compiled) ? compiled.href : new URL('../src/cli.ts', import.meta.url).href);
+const compiled = new URL('../dist/cli/main.js', import.meta.url);
+const { main } = await import(fs.existsSync(compiled) ? compiled.href : new URL('../src/cli/main.ts', import.meta.url).href);
 process.exitCode = await main(process.argv);

@@ -1,13 +1,13 @@
 /** Tally's TypeScript API: database resolution, migrations, the worker, status, the client and the UsageTracker. */
-export { loadConfig, redactUrl, type TallyConfig } from './config.ts';
-export { resolveDatabase, type ResolvedDatabase } from './database.ts';
-export { startEmbedded, type EmbeddedOptions, type EmbeddedServer } from './embedded.ts';
+export { loadConfig, redactUrl, type TallyConfig } from './database/config.ts';
+export { resolveDatabase, type ResolvedDatabase } from './database/resolve.ts';
+export { startEmbedded, type EmbeddedOptions, type EmbeddedServer } from './database/embedded.ts';
 export { TallyError, UsageError } from './errors.ts';
-export { installScript, migrationFiles, readSchemaVersion, runMigrations, type MigrateResult } from './migrate.ts';
-export { SCHEDULED_JOBS, type ScheduledJob } from './schedules.ts';
-export { formatStatus, readStatus, type Status } from './status.ts';
-export { startWorker, type Worker } from './worker.ts';
-export { createTally, tallyApi, type Tally, type TallyApi, type TallyOptions } from './client.ts';
+export { installScript, migrationFiles, readSchemaVersion, runMigrations, type MigrateResult } from './database/migrate.ts';
+export { SCHEDULED_JOBS, type ScheduledJob } from './worker/jobs.ts';
+export { formatStatus, readStatus, type Status } from './worker/status.ts';
+export { startWorker, type Worker } from './worker/worker.ts';
+export { createTally, tallyApi, type Tally, type TallyApi, type TallyOptions } from './client/client.ts';
 export type { Account, AccountMember } from './client/accounts.ts';
 export type { CreatedApiKey, VerifiedApiKey } from './client/api-keys.ts';
 export { EVENT_FIELDS, toWireEvent, type UsageEvent } from './client/events.ts';
@@ -19,12 +19,12 @@ export type { Queryable } from './client/sql.ts';
 export {
   ApiKeyError, BatchTooLargeError, ConflictError, ConnectionError, DatabaseError, ERROR_TABLE, ForbiddenError, InvalidEventError,
   InvalidInputError, InvalidParameterError, InvalidResponseError, NotFoundError, isTransient, toTallyError,
-} from './pg-errors.ts';
+} from './client/errors.ts';
 export {
   QueueFullError, UsageTracker, type OverflowPolicy, type SentEvent, type TrackerDrop, type TrackerFailure, type TrackerRejection,
   type TrackerSource, type TrackerStats, type UsageTrackerOptions,
-} from './tracker.ts';
+} from './ingest/tracker.ts';
 export {
   DEFAULT_CHUNK_SIZE, importFile, rejectedQuery, type ImportFormat, type ImportOptions, type ImportProgress, type ImportRejection,
   type ImportSummary,
-} from './import.ts';
+} from './ingest/import.ts';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanEnv, runCli, startCli } from './helpers/cli.ts';
 import { emptyDatabase, type TestDatabase } from './helpers/db.ts';
-import { SCHEDULED_JOBS } from '../src/schedules.ts';
+import { SCHEDULED_JOBS } from '../src/worker/jobs.ts';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -84,7 +84,7 @@ describe('tally CLI', () => {
   });
 
   it('the heartbeat job runs through the worker and is recorded', async () => {
-    const { startWorker } = await import('../src/worker.ts');
+    const { startWorker } = await import('../src/worker/worker.ts');
     const worker = await startWorker({ connectionString: db.url });
     try {
       const result = (await worker.runNow('tally-heartbeat')) as { schema_version: number };
@@ -101,7 +101,7 @@ describe('tally CLI', () => {
   });
 
   it('stop() cancels a job still running past the shutdown timeout, and the run is recorded as failed', async () => {
-    const { startWorker } = await import('../src/worker.ts');
+    const { startWorker } = await import('../src/worker/worker.ts');
     const worker = await startWorker({ connectionString: db.url });
     const blocker = await db.pool.connect();
     try {

@@ -6,11 +6,11 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTally, type Tally } from '../src/client.ts';
+import { createTally, type Tally } from '../src/client/client.ts';
 import {
   ApiKeyError, BatchTooLargeError, ConflictError, ConnectionError, DatabaseError, ForbiddenError, InvalidEventError,
   InvalidInputError, InvalidParameterError, NotFoundError, toTallyError,
-} from '../src/pg-errors.ts';
+} from '../src/client/errors.ts';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { anon, as, createUser, user } from './helpers/personas.ts';
 

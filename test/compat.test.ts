@@ -3,7 +3,7 @@
  * them untouched; a bare one gets the shim, which reads request.jwt.claims like Supabase.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { runMigrations } from '../src/migrate.ts';
+import { runMigrations } from '../src/database/migrate.ts';
 import { emptyDatabase, type TestDatabase } from './helpers/db.ts';
 
 const dbs: TestDatabase[] = [];

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startEmbedded } from '../src/embedded.ts';
+import { startEmbedded } from '../src/database/embedded.ts';
 import { cleanEnv, runCli, startCli } from './helpers/cli.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-embedded-'));

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { importFile, type ImportSummary } from '../src/import.ts';
+import { importFile, type ImportSummary } from '../src/ingest/import.ts';
 import { TALLY_BIN, cleanEnv, runCli, type CliResult } from './helpers/cli.ts';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
 

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { installScript, runMigrations } from '../src/migrate.ts';
+import { installScript, runMigrations } from '../src/database/migrate.ts';
 import { dumpCatalog } from './helpers/catalog.ts';
 import { emptyDatabase, type TestDatabase } from './helpers/db.ts';
 

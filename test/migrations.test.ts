@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { migrationFiles, readSchemaVersion, runMigrations } from '../src/migrate.ts';
+import { migrationFiles, readSchemaVersion, runMigrations } from '../src/database/migrate.ts';
 import { emptyDatabase, type TestDatabase } from './helpers/db.ts';
 
 const dbs: TestDatabase[] = [];

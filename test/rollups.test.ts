@@ -298,7 +298,7 @@ describe('run_rollups', () => {
   });
 
   it('the worker runs the rollups on its own, every rollups.interval', async () => {
-    const { startWorker } = await import('../src/worker.ts');
+    const { startWorker } = await import('../src/worker/worker.ts');
     const account = await createAccount(db.pool, 'Worker');
     await setSetting(db.pool, 'rollups.interval', '1 second');
     const worker = await startWorker({ connectionString: db.url });

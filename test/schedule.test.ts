@@ -6,8 +6,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { SCHEDULED_JOBS } from '../src/schedules.ts';
-import { startWorker, type Worker } from '../src/worker.ts';
+import { SCHEDULED_JOBS } from '../src/worker/jobs.ts';
+import { startWorker, type Worker } from '../src/worker/worker.ts';
 import { cleanEnv, runCli } from './helpers/cli.ts';
 import { emptyDatabase, migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { as, createUser, service, user } from './helpers/personas.ts';

@@ -11,10 +11,10 @@ import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTally, type Tally } from '../src/client.ts';
+import { createTally, type Tally } from '../src/client/client.ts';
 import { TallyError } from '../src/errors.ts';
-import { ConnectionError } from '../src/pg-errors.ts';
-import { QueueFullError, UsageTracker, type TrackerDrop, type TrackerFailure, type TrackerRejection } from '../src/tracker.ts';
+import { ConnectionError } from '../src/client/errors.ts';
+import { QueueFullError, UsageTracker, type TrackerDrop, type TrackerFailure, type TrackerRejection } from '../src/ingest/tracker.ts';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
 
 let db: TestDatabase;
@@ -393,7 +393,7 @@ describe('UsageTracker', () => {
 
     it('timers and idle connections never keep an app alive; close() on the way out lands the events', async () => {
       const accountId = await newAccount();
-      const trackerModule = fileURLToPath(new URL('../src/tracker.ts', import.meta.url));
+      const trackerModule = fileURLToPath(new URL('../src/ingest/tracker.ts', import.meta.url));
       const script = `
         import { UsageTracker } from ${JSON.stringify(trackerModule)};
         const [url, accountId, close] = process.argv.slice(1);

@@ -23,9 +23,9 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { EVENT_FIELDS } from '../../src/client/events.ts';
 import type { UsageEvent } from '../../src/client/events.ts';
-import { importFile } from '../../src/import.ts';
-import { runMigrations } from '../../src/migrate.ts';
-import { UsageTracker } from '../../src/tracker.ts';
+import { importFile } from '../../src/ingest/import.ts';
+import { runMigrations } from '../../src/database/migrate.ts';
+import { UsageTracker } from '../../src/ingest/tracker.ts';
 import { median, type BenchResult, type BenchSuite } from '../lib.ts';
 
 const EVENTS = Number(process.env.BENCH_INGEST_EVENTS ?? 200_000);

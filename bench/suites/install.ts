@@ -4,7 +4,7 @@
  * harness does per test file). Lower is better; the ratio is to `tally migrate`.
  */
 import pg from 'pg';
-import { installScript, runMigrations } from '../../src/migrate.ts';
+import { installScript, runMigrations } from '../../src/database/migrate.ts';
 import { medianMs, withAdmin, type BenchSuite } from '../lib.ts';
 
 const RUNS = 5;

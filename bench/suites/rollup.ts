@@ -19,9 +19,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { UsageEvent } from '../../src/client/events.ts';
-import { runMigrations } from '../../src/migrate.ts';
-import { UsageTracker } from '../../src/tracker.ts';
-import { startWorker } from '../../src/worker.ts';
+import { runMigrations } from '../../src/database/migrate.ts';
+import { UsageTracker } from '../../src/ingest/tracker.ts';
+import { startWorker } from '../../src/worker/worker.ts';
 import type { BenchResult, BenchSuite } from '../lib.ts';
 
 const PRODUCERS = 4;

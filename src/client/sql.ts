@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import type { z } from 'zod';
-import { InvalidInputError, InvalidResponseError, toTallyError } from '../pg-errors.ts';
+import { InvalidInputError, InvalidResponseError, toTallyError } from './errors.ts';
 
 /** A pool, a checked-out client or a plain client: anything that can run a query. */
 export interface Queryable {

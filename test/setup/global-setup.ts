@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
-import { runMigrations } from '../../src/migrate.ts';
+import { runMigrations } from '../../src/database/migrate.ts';
 import { databaseUrl } from '../helpers/urls.ts';
 import { startTestServer } from './test-server.ts';
 

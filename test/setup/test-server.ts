@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startEmbedded } from '../../src/embedded.ts';
+import { startEmbedded } from '../../src/database/embedded.ts';
 
 export interface TestServer {
   /** A URL for a maintenance database (we create and drop databases through it). */

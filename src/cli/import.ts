@@ -3,7 +3,17 @@
  * otherwise), and the summary at the end.
  */
 import cliProgress from 'cli-progress';
-import type { ImportProgress, ImportSummary } from './import.ts';
+import type { ImportProgress, ImportSummary } from '../ingest/import.ts';
+import fs from 'node:fs';
+import { Option, type Command } from 'commander';
+import pg from 'pg';
+import { z } from 'zod';
+import type { ResolvedDatabase } from '../database/resolve.ts';
+import { TallyError, UsageError, errorMessage } from '../errors.ts';
+import { importFile } from '../ingest/import.ts';
+import { EXIT_FAILURE, log, withDatabase } from './context.ts';
+import { parseOptions } from './options.ts';
+import { withStopSignal } from './signals.ts';
 
 /** The `tally import --help` text after the options: it answers the usual questions. */
 export const IMPORT_HELP = `
@@ -125,4 +135,83 @@ export function formatImportSummary(s: ImportSummary): string {
   }
   if (!s.complete) out.push('  stopped early: run the same command again to import the rest (rows with an idempotency_key are not stored twice)');
   return out.join('\n');
+}
+
+const importOptions = z.strictObject({
+  format: z.enum(['ndjson', 'csv'], { error: 'must be ndjson or csv' }).optional(),
+  chunkSize: z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number of rows')
+    .transform(Number)
+    .pipe(z.number().min(1, 'must be at least 1 row').max(100_000, 'must be at most 100000 rows'))
+    .optional(),
+  jobs: z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number of sessions')
+    .transform(Number)
+    .pipe(z.number().min(1, 'must be at least 1').max(16, 'must be at most 16'))
+    .default(2),
+  source: z.string().min(1, 'needs a label').max(500, 'must be at most 500 characters').optional(),
+  json: z.boolean().optional(),
+  strict: z.boolean().optional(),
+  progress: z.boolean().default(true),
+});
+
+export function registerImport(program: Command): void {
+  program
+    .command('import')
+    .description('bulk-load events from an NDJSON or CSV file (- for stdin) with the validation and idempotency of record_events')
+    .argument('<file>', 'the file to import, or - to read stdin')
+    .addOption(new Option('--format <format>', 'ndjson or csv (default: from the file extension, else from the first byte)'))
+    .option('--chunk-size <rows>', 'rows per transaction (default 10000, at most the setting ingest.max_batch)')
+    .option('--jobs <n>', 'database sessions validating chunks at once (default 2)')
+    .option('--source <label>', "label of this run in tally.rejected_events (default '<file name>@<UTC time>-<4 hex>')")
+    .option('--json', 'print the summary as JSON')
+    .option('--strict', 'exit with code 1 when any row was rejected')
+    .option('--no-progress', 'print no progress on stderr')
+    .addHelpText('after', IMPORT_HELP)
+    .action(async (file: string, raw) => {
+      const options = parseOptions(importOptions, raw);
+      if (file !== '-' && !fs.existsSync(file)) throw new UsageError(`${file}: no such file`);
+      if (file === '-' && process.stdin.isTTY) log('reading events from the terminal; end with Ctrl-D');
+      await withDatabase(false, (db) => runImport(db, file, options));
+    });
+}
+
+async function runImport(db: ResolvedDatabase, file: string, options: z.infer<typeof importOptions>): Promise<void> {
+  const pool = new pg.Pool({ connectionString: db.connectionString, application_name: 'tally-import', max: options.jobs });
+  pool.on('error', () => undefined);
+  try {
+    await pool.query('select 1');
+  } catch (err) {
+    await pool.end();
+    throw new TallyError('database_unreachable', `cannot connect to the database: ${errorMessage(err)}`, { cause: err });
+  }
+  // Ctrl-C stops reading and lets the chunks being validated commit; a second one quits at once.
+  const onFirst = () => log('stopping: waiting for the chunks being validated to commit (Ctrl-C again to quit now)');
+  const progress = options.progress ? importProgressDisplay(process.stderr) : undefined;
+  try {
+    await withStopSignal(
+      async (signal) => {
+        const summary = await importFile({
+          pool,
+          path: file,
+          format: options.format,
+          chunkSize: options.chunkSize,
+          jobs: options.jobs,
+          source: options.source,
+          signal,
+          onProgress: progress ? (p) => progress.update(p) : undefined,
+        });
+        progress?.stop();
+        process.stdout.write(options.json ? JSON.stringify(summary, null, 2) + '\n' : formatImportSummary(summary) + '\n');
+        if (!summary.complete) throw new TallyError('import_stopped', 'stopped before the end of the input; run the same command again to import the rest');
+        if (options.strict && summary.rejected > 0) throw new TallyError('rows_rejected', `${summary.rejected} row(s) rejected (--strict)`);
+      },
+      { onFirst, exitCode: EXIT_FAILURE },
+    );
+  } finally {
+    progress?.stop();
+    await pool.end().catch(() => undefined);
+  }
 }

@@ -10,13 +10,13 @@
  * (money, counts, ids, timestamps): src/client/schemas.ts.
  */
 import pg from 'pg';
-import { accountsApi } from './client/accounts.ts';
-import { apiKeysApi } from './client/api-keys.ts';
-import { eventsApi } from './client/events.ts';
-import { maintenanceApi } from './client/maintenance.ts';
-import { metersApi } from './client/meters.ts';
-import { pricesApi } from './client/prices.ts';
-import type { Queryable } from './client/sql.ts';
+import { accountsApi } from './accounts.ts';
+import { apiKeysApi } from './api-keys.ts';
+import { eventsApi } from './events.ts';
+import { maintenanceApi } from './maintenance.ts';
+import { metersApi } from './meters.ts';
+import { pricesApi } from './prices.ts';
+import type { Queryable } from './sql.ts';
 
 export type TallyOptions =
   | {

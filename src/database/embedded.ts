@@ -19,7 +19,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { z } from 'zod';
-import { TallyError } from './errors.ts';
+import { TallyError } from '../errors.ts';
 
 export interface EmbeddedOptions {
   dataDir: string;

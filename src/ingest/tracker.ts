@@ -24,12 +24,12 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { z } from 'zod';
-import { createTally, type Tally } from './client.ts';
-import { recordEventsJson, toWireEvent, type UsageEvent } from './client/events.ts';
-import { parseInput } from './client/sql.ts';
-import type { IngestResult } from './client/schemas.ts';
-import { TallyError } from './errors.ts';
-import { BatchTooLargeError, DatabaseError, toTallyError } from './pg-errors.ts';
+import { createTally, type Tally } from '../client/client.ts';
+import { recordEventsJson, toWireEvent, type UsageEvent } from '../client/events.ts';
+import { parseInput } from '../client/sql.ts';
+import type { IngestResult } from '../client/schemas.ts';
+import { TallyError } from '../errors.ts';
+import { BatchTooLargeError, DatabaseError, toTallyError } from '../client/errors.ts';
 
 /** An event as it was sent: snake_case, with its idempotency_key (and occurred_at when stamped). */
 export type SentEvent = Record<string, unknown>;

@@ -5,7 +5,12 @@
  */
 import cliProgress from 'cli-progress';
 import { z } from 'zod';
-import { connectClient } from './database.ts';
+import { connectClient } from '../database/resolve.ts';
+import type { Command } from 'commander';
+import { TallyError } from '../errors.ts';
+import { EXIT_FAILURE, withDatabase } from './context.ts';
+import { instant, parseOptions } from './options.ts';
+import { withStopSignal } from './signals.ts';
 
 export interface RollupProgress {
   done: number;
@@ -155,4 +160,65 @@ export function formatRollupSummary(s: RollupSummary): string {
   const r = s.rebuilt ?? { hourly: 0, daily: 0, monthly: 0 };
   const rate = Math.round(s.events / Math.max(0.001, s.elapsedMs / 1000));
   return `recomputed ${s.done} days (${s.events} events, ${rate} events/s) from the raw events in ${seconds} s: ${r.hourly} hourly, ${r.daily} daily, ${r.monthly} monthly buckets rebuilt; watermark ${s.watermark}`;
+}
+
+const rollupOptions = z
+  .strictObject({
+    from: instant('--from').optional(),
+    to: instant('--to').optional(),
+    recompute: z.boolean().optional(),
+    chunk: z
+      .string()
+      .regex(/^\d+$/, 'must be a whole number of events')
+      .transform(Number)
+      .pipe(z.number().min(1000, 'must be at least 1000').max(100_000_000, 'must be at most 100000000'))
+      .default(500_000),
+    json: z.boolean().optional(),
+    progress: z.boolean().default(true),
+  })
+  .refine((o) => o.recompute || (o.from === undefined && o.to === undefined), { message: 'only with --recompute (folding takes what is pending)', path: ['from'] })
+  .transform((o) => {
+    const to = o.to ?? new Date();
+    return { ...o, to, from: o.from ?? new Date(to.getTime() - 7 * 86_400_000) };
+  })
+  .refine((o) => o.from < o.to, { message: 'must be earlier than --to', path: ['from'] });
+
+export function registerRollup(program: Command): void {
+  program
+    .command('rollup')
+    .description('fold the pending events into the rollups now, or with --recompute rebuild a range from the raw events')
+    .option('--recompute', 'rebuild every bucket overlapping --from..--to from the raw events (after a reprice, a void or a fix)')
+    .option('--from <time>', 'with --recompute: start of the range, ISO 8601 with offset (default: 7 days before --to)')
+    .option('--to <time>', 'with --recompute: end of the range, exclusive (default: now)')
+    .option('--chunk <events>', 'events per run_rollups call when folding (default 500000)')
+    .option('--json', 'print the summary as JSON')
+    .option('--no-progress', 'print no progress on stderr')
+    .addHelpText(
+      'after',
+      '\nWithout --recompute it calls tally.run_rollups until nothing is pending (the worker does the same every\n' +
+        'rollups.interval; running both is safe: runs never overlap). With --recompute it calls\n' +
+        'tally.recompute_rollups a week at a time. Progress: events (or days) done, per second, ETA.\n' +
+        'Exit codes: 0 done, 1 failed or stopped by Ctrl-C (finished chunks are kept), 2 bad usage.',
+    )
+    .action(async (raw) => {
+      const options = parseOptions(rollupOptions, raw);
+      await withDatabase(false, (db) =>
+        withStopSignal(
+          async (signal) => {
+            const progress = options.progress ? rollupProgressDisplay(process.stderr, options.recompute ? 'recomputing' : 'folding') : undefined;
+            try {
+              const summary = options.recompute
+                ? await recomputeRange(db.connectionString, options.from, options.to, (p) => progress?.update(p), signal)
+                : await foldPending(db.connectionString, options.chunk, (p) => progress?.update(p), signal);
+              progress?.stop();
+              process.stdout.write(options.json ? JSON.stringify(summary, null, 2) + '\n' : formatRollupSummary(summary) + '\n');
+              if (signal.aborted) throw new TallyError('rollup_stopped', 'stopped before the end; the finished chunks are kept');
+            } finally {
+              progress?.stop();
+            }
+          },
+          { exitCode: EXIT_FAILURE },
+        ),
+      );
+    });
 }

@@ -5,7 +5,7 @@
 import pg from 'pg';
 import { redactUrl, type TallyConfig } from './config.ts';
 import { startEmbedded } from './embedded.ts';
-import { TallyError, errorMessage } from './errors.ts';
+import { TallyError, errorMessage } from '../errors.ts';
 
 export interface ResolvedDatabase {
   connectionString: string;

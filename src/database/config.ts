@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
-import { UsageError } from './errors.ts';
+import { UsageError } from '../errors.ts';
 
 const postgresUrl = z
   .string()

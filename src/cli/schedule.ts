@@ -8,19 +8,22 @@
 import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
 import { z } from 'zod';
-import { maintenanceApi } from './client/maintenance.ts';
-import { callRow } from './client/sql.ts';
-import { connectClient } from './database.ts';
-import { TallyError, UsageError, errorMessage } from './errors.ts';
-import { readSchemaVersion } from './migrate.ts';
-import { InvalidParameterError } from './pg-errors.ts';
+import { maintenanceApi } from '../client/maintenance.ts';
+import { callRow } from '../client/sql.ts';
+import { connectClient } from '../database/resolve.ts';
+import { TallyError, UsageError, errorMessage } from '../errors.ts';
+import { readSchemaVersion } from '../database/migrate.ts';
+import { InvalidParameterError } from '../client/errors.ts';
 import {
   JOB_SCHEDULES_VERSION, JOB_SCHEDULE_LOCK_SQL, applyCronSchedule, cronProblem, nextCronRun, normalizeCron, pendingChange, readSchedules, type JobSchedule,
   type ScheduleSource, type UnknownOverride,
-} from './schedule-overrides.ts';
-import { SCHEDULED_JOBS, type ScheduledJob } from './schedules.ts';
-import { ago, readJobRuns } from './status.ts';
-import { bossInstalled, withObserver } from './worker.ts';
+} from '../worker/overrides.ts';
+import { SCHEDULED_JOBS, type ScheduledJob } from '../worker/jobs.ts';
+import { ago, readJobRuns } from '../worker/status.ts';
+import { bossInstalled, withObserver } from '../worker/worker.ts';
+import type { Command } from 'commander';
+import { withDatabase } from './context.ts';
+import { jsonOnly, parseOptions } from './options.ts';
 
 export const SCHEDULE_HELP = `
 The worker runs each job on a built-in schedule (see \`tally schedule list\`). An override
@@ -368,4 +371,68 @@ export function formatScheduleChange(c: ScheduleChange): string {
     lines.push('Saved: no worker has set up this job here yet (no pgboss schema or queue); the worker applies it when it starts.');
   }
   return lines.join('\n');
+}
+
+export function registerSchedule(program: Command): void {
+  const schedule = program
+    .command('schedule')
+    .description("list the scheduled jobs, or override one's schedule (set, disable, enable, reset); kept in tally.job_schedules")
+    .addHelpText('after', SCHEDULE_HELP);
+  schedule
+    .command('list', { isDefault: true })
+    .description('every job: its schedule (UTC), source (default, override, disabled), default, next run, last run')
+    .option('--json', 'print JSON instead of a table')
+    .allowExcessArguments() // as the default command, `tally schedule bogus` lands here: refused below
+    .action(async (raw, command: Command) => {
+      const options = parseOptions(jsonOnly, raw);
+      const [unknown] = command.args;
+      if (unknown !== undefined) throw new UsageError(`unknown schedule command ${JSON.stringify(unknown)}; the commands are list, set, disable, enable, reset`);
+      await withDatabase(false, async (db) => {
+        const list = await listSchedules(db.connectionString);
+        process.stdout.write(options.json ? JSON.stringify(list, null, 2) + '\n' : formatScheduleList(list) + '\n');
+      });
+    });
+  const change = (action: ScheduleAction, description: string, help: string, withValue = false) => {
+    const command = schedule.command(action).description(description).argument('<job>', 'the job, e.g. tally-heartbeat (`tally schedule list` lists them)');
+    if (withValue) command.argument('<schedule>', "a quoted five-field cron, UTC ('*/5 * * * *'); for tally-rollups an interval (5s, '30 seconds')");
+    command
+      .option('--json', 'print the change as JSON')
+      .addHelpText('after', help)
+      // extra arguments are refused below, in one line that says why they happen
+      .allowExcessArguments(withValue)
+      .action(async (job: string, ...rest: unknown[]) => {
+        const value = withValue ? (rest[0] as string) : undefined;
+        const options = parseOptions(jsonOnly, rest[withValue ? 1 : 0]);
+        const given = (rest.at(-1) as Command).args.length;
+        if (given > 2) {
+          throw new UsageError(`expected JOB and one SCHEDULE, got ${given} arguments: quote the cron ('*/5 * * * *'); unquoted, the shell splits it and expands its stars`);
+        }
+        await withDatabase(false, async (db) => {
+          const result = await changeSchedule(db.connectionString, action, job, value);
+          process.stdout.write(options.json ? JSON.stringify(result, null, 2) + '\n' : formatScheduleChange(result) + '\n');
+        });
+      });
+  };
+  change(
+    'set',
+    "override a job's schedule: a cron for the cron jobs, an interval for tally-rollups",
+    "\nExamples:\n  tally schedule set tally-heartbeat '*/5 * * * *'     every 5 minutes (UTC)\n" +
+      "  tally schedule set tally-retention '30 2 * * *'      02:30 UTC daily\n" +
+      '  tally schedule set tally-rollups 5s                  writes the setting rollups.interval (1 s to 1 h)\n' +
+      'Quote a cron: unquoted, the shell expands its stars. A disabled job stays disabled.\n' +
+      'Running workers follow within a minute (cron) or at their next tick (interval).',
+    true,
+  );
+  change(
+    'disable',
+    'stop scheduling a job (its override, if any, is kept for enable)',
+    '\nThe job is no longer scheduled (running workers stop within a minute; the interval job at its next tick),\n' +
+      'but its queue is still worked, so it can still be run by hand. `tally schedule enable JOB` undoes it.',
+  );
+  change('enable', 'schedule a disabled job again, on its override if it has one, else its default', '\nUndoes `tally schedule disable JOB`.');
+  change(
+    'reset',
+    'back to the default schedule, enabled (for tally-rollups also the default rollups.interval)',
+    '\nDeletes the override from tally.job_schedules (and, for tally-rollups, restores the setting rollups.interval).',
+  );
 }

@@ -11,8 +11,8 @@ import { CronExpressionParser } from 'cron-parser';
 import type pg from 'pg';
 import type { Db, PgBoss } from 'pg-boss';
 import { z } from 'zod';
-import { errorMessage } from './errors.ts';
-import { SCHEDULED_JOBS, type ScheduledJob } from './schedules.ts';
+import { errorMessage } from '../errors.ts';
+import { SCHEDULED_JOBS, type ScheduledJob } from './jobs.ts';
 
 /** The schema version that brought tally.job_schedules. */
 export const JOB_SCHEDULES_VERSION = 18;

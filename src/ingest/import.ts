@@ -19,7 +19,7 @@ import type { Readable } from 'node:stream';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { z } from 'zod';
-import { TallyError, UsageError } from './errors.ts';
+import { TallyError, UsageError } from '../errors.ts';
 import {
   BOOLEAN_FIELDS,
   CsvPreparer,

@@ -7,9 +7,9 @@
  */
 import pg from 'pg';
 import { PgBoss } from 'pg-boss';
-import { errorMessage } from './errors.ts';
-import { JOB_SCHEDULE_LOCK_SQL, applyCronSchedule, readSchedules, type JobSchedule } from './schedule-overrides.ts';
-import { SCHEDULED_JOBS, type ScheduledJob } from './schedules.ts';
+import { errorMessage } from '../errors.ts';
+import { JOB_SCHEDULE_LOCK_SQL, applyCronSchedule, readSchedules, type JobSchedule } from './overrides.ts';
+import { SCHEDULED_JOBS, type ScheduledJob } from './jobs.ts';
 
 export const BOSS_SCHEMA = 'pgboss';
 export const WORKER_NAME = 'tally-worker';

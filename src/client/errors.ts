@@ -5,7 +5,7 @@
  * `transient` marks failures where the same call may succeed if simply retried
  * (connection lost, server restarting, serialization conflicts).
  */
-import { TallyError } from './errors.ts';
+import { TallyError } from '../errors.ts';
 
 export interface DatabaseErrorInit {
   sqlstate?: string | undefined;

@@ -10,10 +10,10 @@
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { loadMigrationFiles, migrate } from 'postgres-migrations';
-import { connectClient } from './database.ts';
-import { TallyError, errorMessage } from './errors.ts';
+import { connectClient } from './resolve.ts';
+import { TallyError, errorMessage } from '../errors.ts';
 
-export const MIGRATIONS_DIR = fileURLToPath(new URL('../db/migrations/', import.meta.url));
+export const MIGRATIONS_DIR = fileURLToPath(new URL('../../db/migrations/', import.meta.url));
 
 /** Serialises concurrent bootstraps (CREATE SCHEMA IF NOT EXISTS is not race-safe). */
 const BOOTSTRAP_LOCK = 7_366_001_117_000_001n;

@@ -4,11 +4,11 @@
  */
 import pg from 'pg';
 import { z } from 'zod';
-import { connectClient } from './database.ts';
-import { errorMessage } from './errors.ts';
-import { migrationFiles, readSchemaVersion } from './migrate.ts';
-import { JOB_SCHEDULES_VERSION, pendingChange, readSchedules, type JobSchedule, type ScheduleSource } from './schedule-overrides.ts';
-import { SCHEDULED_JOBS } from './schedules.ts';
+import { connectClient } from '../database/resolve.ts';
+import { errorMessage } from '../errors.ts';
+import { migrationFiles, readSchemaVersion } from '../database/migrate.ts';
+import { JOB_SCHEDULES_VERSION, pendingChange, readSchedules, type JobSchedule, type ScheduleSource } from './overrides.ts';
+import { SCHEDULED_JOBS } from './jobs.ts';
 import { WORKER_NAME, bossInstalled, withObserver } from './worker.ts';
 
 export interface JobStatus {

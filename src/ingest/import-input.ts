@@ -4,7 +4,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import path from 'node:path';
-import { UsageError } from './errors.ts';
+import { UsageError } from '../errors.ts';
 
 export type ImportFormat = 'ndjson' | 'csv';
 
