@@ -1,14 +1,16 @@
 #!/usr/bin/env node
-// The `tally` command. Runs the compiled dist/ when it exists (published package),
-// otherwise the TypeScript sources directly (Node >= 22.18 strips types natively).
+// The `tally` command. Installed as a dependency (under node_modules) it runs the compiled
+// dist/; in a checkout it runs the TypeScript sources directly (Node strips their types),
+// so an edit needs no build step.
 import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { requireNode } from './require-node.js';
 
-const [major, minor] = process.versions.node.split('.').map(Number);
-if (major < 22 || (major === 22 && minor < 18)) {
-  process.stderr.write(`error: tally needs Node.js 22.18 or newer (this is ${process.version})\n`);
-  process.exit(2);
-}
+requireNode('tally');
 
-const compiled = new URL('../dist/cli/main.js', import.meta.url);
-const { main } = await import(fs.existsSync(compiled) ? compiled.href : new URL('../src/cli/main.ts', import.meta.url).href);
+const here = fs.realpathSync(fileURLToPath(import.meta.url));
+const sources = new URL('../src/cli/main.ts', import.meta.url);
+const useSources = !here.split(/[\\/]/).includes('node_modules') && fs.existsSync(sources);
+const entry = useSources ? sources : new URL('../dist/cli/main.js', import.meta.url);
+const { main } = await import(entry.href);
 process.exitCode = await main(process.argv);

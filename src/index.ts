@@ -28,3 +28,4 @@ export {
   DEFAULT_CHUNK_SIZE, importFile, rejectedQuery, type ImportFormat, type ImportOptions, type ImportProgress, type ImportRejection,
   type ImportSummary,
 } from './ingest/import.ts';
+export { TALLY_VERSION } from './version.ts';

@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { TallyError, UsageError, errorMessage } from '../errors.ts';
+import { TALLY_VERSION } from '../version.ts';
 import { EXIT_FAILURE, EXIT_USAGE } from './context.ts';
 import { registerImport } from './import.ts';
 import { registerMigrate } from './migrate.ts';
@@ -20,7 +21,7 @@ export function buildProgram(): Command {
       'Postgres-native usage metering: install the tally schema, run its scheduled jobs, import events, report their state.\n' +
         'Uses DATABASE_URL when set; otherwise an embedded PostgreSQL with its data in TALLY_DATA_DIR (default .tally/pg).',
     )
-    .version(process.env.npm_package_version ?? '0.1.0', '-V, --version')
+    .version(TALLY_VERSION, '-V, --version', 'print the version of Tally')
     .showSuggestionAfterError(true)
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(text.split('\n')[0] + '\n') })
