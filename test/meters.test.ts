@@ -8,11 +8,11 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import pg from 'pg';
+import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withTransaction } from '../src/database/transaction.ts';
-import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
+import { asAdmin, migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { anon, as, createUser, service, user } from './helpers/personas.ts';
 
 let db: TestDatabase;
@@ -66,13 +66,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await db?.drop();
-  const admin = new pg.Client({ connectionString: inject('testDb').adminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`drop role if exists ${appWriter}`);
-  } finally {
-    await admin.end();
-  }
+  await asAdmin((c) => c.query(`drop role if exists ${appWriter}`));
 });
 
 async function newAccount(name = 'Acme'): Promise<string> {
