@@ -14,8 +14,13 @@ export { EVENT_FIELDS, toWireEvent, type UsageEvent } from './client/events.ts';
 export type { EnsurePartitionsResult, PurgeResult, Setting } from './client/maintenance.ts';
 export type { AttachedMeter, MeterMapping } from './client/meters.ts';
 export type { ModelPrice, RepriceResult } from './client/prices.ts';
+export {
+  differingMetrics, type Grain, type RebuiltBuckets, type RecomputeRollupsResult, type RollupMismatch, type RollupStatusResult,
+  type RunRollupsResult, type UsageMetrics, type VoidEventsResult,
+} from './client/rollups.ts';
 export type { IngestResult, Rejection, Role } from './client/schemas.ts';
-export type { Queryable } from './client/sql.ts';
+export type { CallOptions, Queryable } from './client/sql.ts';
+export { withTransaction, type TransactionClient } from './database/transaction.ts';
 export {
   ApiKeyError, BatchTooLargeError, ConflictError, ConnectionError, DatabaseError, ERROR_TABLE, ForbiddenError, InvalidEventError,
   InvalidInputError, InvalidParameterError, InvalidResponseError, NotFoundError, isTransient, toTallyError,

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanEnv, runCli, startCli } from './helpers/cli.ts';
 import { emptyDatabase, type TestDatabase } from './helpers/db.ts';
+import { eventually } from './helpers/wait.ts';
 import { SCHEDULED_JOBS } from '../src/worker/jobs.ts';
 
 let db: TestDatabase;
@@ -112,13 +113,12 @@ describe('tally CLI', () => {
         (err: { code?: string }) => err.code,
       );
       // Wait until the job is blocked on the lock.
-      for (let i = 0; i < 100; i++) {
+      await eventually(async () => {
         const { rows } = await db.pool.query(
           "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%heartbeat%'",
         );
-        if (rows[0].n > 0) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+        expect(rows[0].n, 'heartbeat jobs waiting for the lock').toBeGreaterThan(0);
+      });
       await worker.stop(500);
       expect(await run).toBe('57014'); // query_canceled
     } finally {

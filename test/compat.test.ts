@@ -4,6 +4,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { runMigrations } from '../src/database/migrate.ts';
+import { withTransaction } from '../src/database/transaction.ts';
 import { emptyDatabase, type TestDatabase } from './helpers/db.ts';
 
 const dbs: TestDatabase[] = [];
@@ -90,12 +91,12 @@ describe('Supabase compatibility', () => {
     const sub = '6f1c1e5e-8f3a-4a53-9a8e-2d3c4b5a6f70';
     const client = await db.pool.connect();
     try {
-      await client.query('begin');
-      await client.query('set local role authenticated');
-      await client.query("select set_config('request.jwt.claims', $1, true)", [JSON.stringify({ sub, role: 'authenticated', email: 'a@example.com' })]);
-      const { rows } = await client.query('select auth.uid() as uid, auth.role() as role, auth.jwt() ->> $1 as email', ['email']);
-      expect(rows[0]).toEqual({ uid: sub, role: 'authenticated', email: 'a@example.com' });
-      await client.query('commit');
+      await withTransaction(client, async () => {
+        await client.query('set local role authenticated');
+        await client.query("select set_config('request.jwt.claims', $1, true)", [JSON.stringify({ sub, role: 'authenticated', email: 'a@example.com' })]);
+        const { rows } = await client.query('select auth.uid() as uid, auth.role() as role, auth.jwt() ->> $1 as email', ['email']);
+        expect(rows[0]).toEqual({ uid: sub, role: 'authenticated', email: 'a@example.com' });
+      });
 
       // After the transaction the setting reads as '' (not NULL): the shim maps it to NULL.
       const after = await client.query('select auth.uid() as uid, auth.role() as role, auth.jwt() as jwt');

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importFile, type ImportSummary } from '../src/ingest/import.ts';
 import { TALLY_BIN, cleanEnv, runCli, type CliResult } from './helpers/cli.ts';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
+import { eventually } from './helpers/wait.ts';
 
 let db: TestDatabase;
 let dir: string;
@@ -317,12 +318,7 @@ describe('tally import: Ctrl-C', () => {
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
     // six whole chunks and the start of a seventh; the pipe then stays open and quiet
     child.stdin.write(ndjson(events) + JSON.stringify(event(account, 3_000, 'int')));
-    let stored = 0;
-    for (let i = 0; i < 600 && stored < 3_000; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      stored = (await eventsOf(account)).length;
-    }
-    expect(stored).toBe(3_000);
+    await eventually(async () => expect(await eventsOf(account)).toHaveLength(3_000), { intervalMs: 100 });
     child.kill('SIGINT');
     expect(await exited).toBe(1);
     expect(stderr).toMatch(/stopping: waiting for the chunks being validated to commit/);
@@ -348,23 +344,24 @@ describe('tally import: killed halfway', () => {
     child.stdin.on('error', () => undefined);
     const half = all.indexOf('\n', all.length / 2) + 1;
     child.stdin.write(all.slice(0, half));
-    let committed = 0;
-    for (let i = 0; i < 600 && committed < 3_000; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      committed = await count();
-    }
-    expect(committed).toBeGreaterThanOrEqual(3_000);
+    const committed = await eventually(
+      async () => {
+        const n = await count();
+        expect(n).toBeGreaterThanOrEqual(3_000);
+        return n;
+      },
+      { intervalMs: 100 },
+    );
     child.stdin.write(all.slice(half, half + 200_000));
     child.kill('SIGKILL');
     expect(await exited).toBe('SIGKILL');
     // the server finishes (or rolls back) the statement the dead client left in flight
-    for (let busy = 1; busy > 0; ) {
+    await eventually(async () => {
       const { rows } = await db.pool.query<{ n: number }>(
         "select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name = 'tally-import'",
       );
-      busy = rows[0]!.n;
-      if (busy > 0) await new Promise((r) => setTimeout(r, 50));
-    }
+      expect(rows[0]!.n, 'backends of the killed import').toBe(0);
+    });
 
     const before = await count();
     expect(before).toBeGreaterThanOrEqual(committed);

@@ -3,12 +3,12 @@
  * however concurrently and from however many writers it is sent; items without a key are
  * always stored. Also the retention of keys.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { createAccount, recordEvent, recordEvents, recordEventsOn, recordEventRow, setSetting } from './helpers/ledger.ts';
 import { as, createUser, service, user } from './helpers/personas.ts';
+import { eventually } from './helpers/wait.ts';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -213,11 +213,10 @@ describe('concurrent writers', () => {
 describe('a key claimed by a transaction still open', () => {
   /** Waits until backend `pid` is blocked by backend `by` (a lock wait, not a clock). */
   async function blockedBy(pid: number, by: number): Promise<void> {
-    for (;;) {
+    await eventually(async () => {
       const { rows } = await db.pool.query('select $2::int = any(pg_blocking_pids($1::int)) as blocked', [pid, by]);
-      if (rows[0].blocked) return;
-      await sleep(10);
-    }
+      if (!rows[0].blocked) throw new Error(`backend ${pid} is not blocked by ${by}`);
+    });
   }
 
   /** Claims `item` in an open transaction; returns the holder and its backend pid. */

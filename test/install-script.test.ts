@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { installScript, runMigrations } from '../src/database/migrate.ts';
+import { withTransaction } from '../src/database/transaction.ts';
 import { dumpCatalog } from './helpers/catalog.ts';
 import { emptyDatabase, type TestDatabase } from './helpers/db.ts';
 
@@ -33,9 +34,7 @@ describe('tally sql', () => {
     expect(script).not.toMatch(/^BEGIN;$/m);
     const client = await viaBare.pool.connect();
     try {
-      await client.query('begin');
-      await client.query(script);
-      await client.query('commit');
+      await withTransaction(client, () => client.query(script));
     } finally {
       client.release();
     }

@@ -8,10 +8,11 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import pg from 'pg';
+import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { withTransaction } from '../src/database/transaction.ts';
+import { asAdmin, migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { anon, as, createUser, service, user } from './helpers/personas.ts';
 
 let db: TestDatabase;
@@ -65,13 +66,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await db?.drop();
-  const admin = new pg.Client({ connectionString: inject('testDb').adminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`drop role if exists ${appWriter}`);
-  } finally {
-    await admin.end();
-  }
+  await asAdmin((c) => c.query(`drop role if exists ${appWriter}`));
 });
 
 async function newAccount(name = 'Acme'): Promise<string> {
@@ -317,20 +312,19 @@ describe('metering an app table', () => {
 
     const client = await db.pool.connect();
     try {
-      await client.query('begin');
-      await client.query(`set local role ${appWriter}`);
-      const { rows: privileges } = await client.query(
-        "select has_schema_privilege('tally', 'USAGE') as tally_usage, has_table_privilege('public.file_uploads', 'SELECT') as can_read",
-      );
-      expect(privileges[0]).toEqual({ tally_usage: false, can_read: false });
-      const inserted = await client.query(
-        "insert into public.file_uploads (tenant, size_bytes, mime) select $1::uuid, g, 'image/png' from generate_series(1, 3) g",
-        [acct],
-      );
-      expect(inserted.rowCount).toBe(3);
-      await client.query('commit');
+      await withTransaction(client, async () => {
+        await client.query(`set local role ${appWriter}`);
+        const { rows: privileges } = await client.query(
+          "select has_schema_privilege('tally', 'USAGE') as tally_usage, has_table_privilege('public.file_uploads', 'SELECT') as can_read",
+        );
+        expect(privileges[0]).toEqual({ tally_usage: false, can_read: false });
+        const inserted = await client.query(
+          "insert into public.file_uploads (tenant, size_bytes, mime) select $1::uuid, g, 'image/png' from generate_series(1, 3) g",
+          [acct],
+        );
+        expect(inserted.rowCount).toBe(3);
+      });
     } finally {
-      await client.query('rollback').catch(() => undefined);
       client.release();
     }
     expect(await eventCount([acct])).toBe(3);
@@ -579,14 +573,13 @@ describe('record_event inside the app transaction', () => {
     const client = await db.pool.connect();
     let eventId: string;
     try {
-      await client.query('begin');
-      await client.query('insert into public.orders (account_id, total) values ($1, 19.90)', [acct]);
-      const { rows } = await client.query('select * from tally.record_event(p_event => $1::jsonb)', [JSON.stringify(order(acct, 'order-2'))]);
-      expect(rows[0].duplicate).toBe(false);
-      eventId = rows[0].event_id;
-      await client.query('commit');
+      eventId = await withTransaction(client, async () => {
+        await client.query('insert into public.orders (account_id, total) values ($1, 19.90)', [acct]);
+        const { rows } = await client.query('select * from tally.record_event(p_event => $1::jsonb)', [JSON.stringify(order(acct, 'order-2'))]);
+        expect(rows[0].duplicate).toBe(false);
+        return rows[0].event_id as string;
+      });
     } finally {
-      await client.query('rollback').catch(() => undefined);
       client.release();
     }
     const { rows: stored } = await db.pool.query('select id::text, event_type, quantity::text from tally.events where account_id = $1', [acct]);

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { createAccount, recordEvents, recordEventsOn, setSetting } from './helpers/ledger.ts';
 import { as, createUser, service, user } from './helpers/personas.ts';
+import { eventually } from './helpers/wait.ts';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -201,11 +202,10 @@ describe('ensure_partitions', () => {
           { account_id: account, event_type: 'x', occurred_at: '2006-01-06T00:00:00Z' },
           { account_id: account, event_type: 'x' },
         ]);
-        for (;;) {
+        await eventually(async () => {
           const { rows } = await db.pool.query('select $2::int = any(pg_blocking_pids($1::int)) as blocked', [writerPid[0].pid, pidRows[0].pid]);
-          if (rows[0].blocked) break;
-          await new Promise((r) => setTimeout(r, 10));
-        }
+          if (!rows[0].blocked) throw new Error('the writer is not waiting for the holder');
+        });
         await holder.query('commit');
         expect(await pending).toMatchObject({ accepted: 2, rejected: [] });
       } finally {

@@ -3,12 +3,12 @@
  * (account time zone) aggregates exactly once, whatever the chunking, an open inserting
  * transaction, a second concurrent run or a run killed before it commits.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { createAccount, recordEvents, recordEventsOn, setSetting } from './helpers/ledger.ts';
 import { as, createUser, service, user } from './helpers/personas.ts';
+import { eventually } from './helpers/wait.ts';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -216,11 +216,11 @@ describe('run_rollups', () => {
       try {
         const { rows: runnerPid } = await runner.query('select pg_backend_pid() as pid');
         const pending = runRollups(null, runner);
-        for (;;) {
+        // the run is waiting for the holder (a wait, not a clock)
+        await eventually(async () => {
           const { rows } = await db.pool.query("select wait_event from pg_stat_activity where pid = $1 and state = 'active'", [runnerPid[0].pid]);
-          if (rows[0]?.wait_event === 'PgSleep') break;
-          await sleep(10);
-        }
+          expect(rows[0]?.wait_event).toBe('PgSleep');
+        });
         await holder.query('commit');
         expect(await pending).toMatchObject({ events: 2, more: false });
       } finally {
@@ -305,13 +305,13 @@ describe('run_rollups', () => {
     try {
       await recordEvents(db.pool, events(account, 50, 13));
       // wait (not a timing assertion: the deadline only bounds a hang) for the worker's run
-      const deadline = Date.now() + 60_000;
-      for (;;) {
-        const { rows } = await db.pool.query('select tally.rollup_status() as s');
-        if (rows[0].s.pending_events === 0) break;
-        if (Date.now() > deadline) throw new Error(`rollups never ran: ${JSON.stringify(rows[0].s)}`);
-        await sleep(200);
-      }
+      await eventually(
+        async () => {
+          const { rows } = await db.pool.query('select tally.rollup_status() as s');
+          if (rows[0].s.pending_events !== 0) throw new Error(`rollups never ran: ${JSON.stringify(rows[0].s)}`);
+        },
+        { intervalMs: 200 },
+      );
     } finally {
       await worker.stop();
       await setSetting(db.pool, 'rollups.interval', null);

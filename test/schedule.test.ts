@@ -3,7 +3,6 @@
  * (the interval job's in the setting rollups.interval), applied by a worker at start, and
  * written straight into pg-boss's schedule table so a running worker follows at once.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { SCHEDULED_JOBS } from '../src/worker/jobs.ts';
@@ -11,6 +10,7 @@ import { startWorker, type Worker } from '../src/worker/worker.ts';
 import { cleanEnv, runCli } from './helpers/cli.ts';
 import { emptyDatabase, migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { as, createUser, service, user } from './helpers/personas.ts';
+import { eventually } from './helpers/wait.ts';
 
 let db: TestDatabase;
 let env: NodeJS.ProcessEnv;
@@ -92,14 +92,12 @@ async function withWorker<T>(fn: (worker: Worker, log: string[]) => Promise<T>):
 }
 
 /** Waits for a worker log line (the deadline only bounds a hang; nothing here is a timing assertion). */
-async function waitForLine(log: string[], pattern: RegExp): Promise<number> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
+function waitForLine(log: string[], pattern: RegExp): Promise<number> {
+  return eventually(() => {
     const index = log.findIndex((l) => pattern.test(l));
-    if (index >= 0) return index;
-    if (Date.now() > deadline) throw new Error(`no log line ${pattern}:\n${log.join('\n')}`);
-    await sleep(100);
-  }
+    if (index < 0) throw new Error(`no log line ${pattern}:\n${log.join('\n')}`);
+    return index;
+  });
 }
 
 describe('tally schedule', () => {
@@ -311,11 +309,14 @@ describe('tally schedule', () => {
       expect(await overrides()).toEqual([expect.objectContaining({ job: 'tally-rollups', cron: null, enabled: false })]);
       await waitForLine(log, /^job tally-rollups: now disabled \(was every 2 seconds\)$/);
       const offered = await rollupJobs();
-      await sleep(4500); // two ticks at 2 s
+      // a tick the worker makes while disabled (it logs the new interval it read) offers nothing
+      await change('set', 'tally-rollups', '3 seconds');
+      await waitForLine(log, /^job tally-rollups: now disabled \(was disabled\)$/);
       expect(await rollupJobs()).toBe(offered);
       await change('enable', 'tally-rollups');
-      await waitForLine(log, /^job tally-rollups: now every 2 seconds \(was disabled\)$/);
-      for (; (await rollupJobs()) <= offered; ) await sleep(100); // offered again
+      await waitForLine(log, /^job tally-rollups: now every 3 seconds \(was disabled\)$/);
+      // offered again
+      await eventually(async () => expect(await rollupJobs()).toBeGreaterThan(offered));
     });
 
     const reset = await change('reset', 'tally-rollups');
@@ -356,12 +357,10 @@ describe('tally schedule', () => {
       await other.query("select tally.set_job_schedule($1, '0 4 * * *')", [job]);
       const disable = tally('disable', job);
       // wait (not a timing assertion) until the CLI is blocked on the job's lock
-      for (let i = 0; ; i++) {
+      await eventually(async () => {
         const { rows } = await db.pool.query("select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted");
-        if (rows[0].n > 0) break;
-        if (i > 600) throw new Error('the CLI never waited for the open change');
-        await sleep(50);
-      }
+        if (rows[0].n === 0) throw new Error('the CLI never waited for the open change');
+      });
       await other.query('commit');
       const result = await disable;
       expect(result.code, result.stderr).toBe(0);
@@ -384,11 +383,10 @@ describe('tally schedule', () => {
         await waitForLine(log, /^cron schedules not applied yet \(.*lock timeout.*\); retrying in 10 s$/);
         await other.query('commit');
         // the retry applies it (the deadline only bounds a hang)
-        const deadline = Date.now() + 60_000;
-        while ((await bossSchedules())['tally-retention'] !== '30 2 * * *') {
-          if (Date.now() > deadline) throw new Error(`never applied: ${JSON.stringify(await bossSchedules())}\n${log.join('\n')}`);
-          await sleep(200);
-        }
+        await eventually(async () => {
+          const schedules = await bossSchedules();
+          if (schedules['tally-retention'] !== '30 2 * * *') throw new Error(`never applied: ${JSON.stringify(schedules)}\n${log.join('\n')}`);
+        }, { intervalMs: 200 });
       });
     } finally {
       await other.query('rollback').catch(() => undefined);

@@ -16,6 +16,7 @@ import { TallyError } from '../src/errors.ts';
 import { ConnectionError } from '../src/client/errors.ts';
 import { QueueFullError, UsageTracker, type TrackerDrop, type TrackerFailure, type TrackerRejection } from '../src/ingest/tracker.ts';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
+import { eventually } from './helpers/wait.ts';
 
 let db: TestDatabase;
 let tally: Tally;
@@ -246,7 +247,7 @@ describe('UsageTracker', () => {
 
       await proxy.outage();
       for (let i = 0; i < 1000; i++) tracker.track({ accountId, eventType: 'during' });
-      while (tracker.stats().retries < 5) await sleep(5);
+      await eventually(() => expect(tracker.stats().retries).toBeGreaterThanOrEqual(5), { intervalMs: 5 });
       expect(tracker.stats().sent).toBe(300); // nothing got through while the server was away
       await proxy.restore();
 
@@ -458,7 +459,7 @@ describe('UsageTracker', () => {
       try {
         await proxy.outage();
         for (let i = 0; i < 30; i++) tracker.track({ accountId, eventType: 'x' });
-        while (tracker.stats().retries < 2) await sleep(5);
+        await eventually(() => expect(tracker.stats().retries).toBeGreaterThanOrEqual(2), { intervalMs: 5 });
         const stats = await tracker.close({ timeoutMs: 100 });
         expect(stats).toMatchObject({ tracked: 30, sent: 0, failed: 10, dropped: 20, queued: 0, inFlight: 0 });
         expect(failures.map((f) => [f.reason, f.events.length])).toEqual([['close_timeout', 10]]);

@@ -11,9 +11,21 @@ import { z } from 'zod';
 import type { ResolvedDatabase } from '../database/resolve.ts';
 import { TallyError, UsageError, errorMessage } from '../errors.ts';
 import { importFile } from '../ingest/import.ts';
+import { EVENT_FIELD_NAMES } from '../ingest/import-input.ts';
 import { EXIT_FAILURE, log, withDatabase } from './context.ts';
 import { parseOptions } from './options.ts';
 import { withStopSignal } from './signals.ts';
+
+/** Words joined by spaces into lines of at most `width` characters, each line indented. */
+function wrapWords(words: readonly string[], width: number, indent: string): string {
+  const lines: string[] = [];
+  for (const word of words) {
+    const last = lines.at(-1);
+    if (last !== undefined && last.length + 1 + word.length <= width) lines[lines.length - 1] = `${last} ${word}`;
+    else lines.push(word);
+  }
+  return lines.map((l) => indent + l).join('\n');
+}
 
 /** The `tally import --help` text after the options: it answers the usual questions. */
 export const IMPORT_HELP = `
@@ -21,9 +33,7 @@ Formats:
   NDJSON  one event object per line, fields as in record_events (.ndjson, .jsonl, .json).
           Blank lines are skipped. A line that is not valid JSON is rejected, not fatal.
   CSV     a header row naming event fields, then one event per row (.csv). Columns:
-          account_id api_key_id occurred_at event_type provider model endpoint method
-          status_code success error_message file_type files bytes tokens_in tokens_out
-          cached cost_usd potential_cost_usd latency_ms quantity idempotency_key properties
+${wrapWords(EVENT_FIELD_NAMES, 81, ' '.repeat(10))}
           event_type and account_id or api_key_id are required; an unknown column is an
           error before anything is loaded. An empty cell means the field is absent;
           success/cached take true/false/t/f/1/0; properties holds a JSON object; numbers

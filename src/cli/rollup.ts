@@ -5,6 +5,7 @@
  */
 import cliProgress from 'cli-progress';
 import { z } from 'zod';
+import { rollupsApi } from '../client/rollups.ts';
 import { connectClient } from '../database/resolve.ts';
 import type { Command } from 'commander';
 import { TallyError } from '../errors.ts';
@@ -34,17 +35,6 @@ export interface RollupSummary {
 }
 
 const DAY_MS = 86_400_000;
-const foldResult = z.object({
-  events: z.coerce.number().optional(),
-  watermark: z.coerce.number().optional(),
-  more: z.boolean().optional(),
-  skipped: z.boolean().optional(),
-  waiting_for_pids: z.array(z.number()).optional(),
-});
-const recomputeResult = z.object({
-  rebuilt_buckets: z.object({ hourly: z.number(), daily: z.number(), monthly: z.number() }),
-  watermark: z.coerce.number(),
-});
 
 const connect = (connectionString: string) => connectClient(connectionString, 'tally-rollup');
 
@@ -61,15 +51,16 @@ export async function foldPending(connectionString: string, chunk: number, onPro
     const started = Date.now();
     let done = 0;
     let watermark = 0;
+    const rollups = rollupsApi(client);
     while (!signal?.aborted) {
-      const r = foldResult.parse((await client.query('select tally.run_rollups(p_max_events => $1::bigint) as r', [chunk])).rows[0]?.r);
-      if (r.skipped || r.waiting_for_pids) {
+      const r = await rollups.runRollups({ maxEvents: chunk });
+      if (r.skipped || r.waitingForPids) {
         // another run holds the lock, or a writer is still inside the window: try again shortly
         await new Promise((resolve) => setTimeout(resolve, 500));
         continue;
       }
-      done += r.events ?? 0;
-      watermark = r.watermark ?? watermark;
+      done += r.events;
+      watermark = Number(r.watermark);
       onProgress({ done, total: Math.max(total, done), unit: 'events', elapsedMs: Date.now() - started, events: done });
       if (!r.more) {
         // the total counted ids, some of which never became events (rolled back): now it is known
@@ -92,22 +83,21 @@ export async function recomputeRange(connectionString: string, from: Date, to: D
   let watermark = 0;
   let done = 0;
   let events = 0;
+  const rollups = rollupsApi(client);
   try {
     for (let start = from.getTime(); start < to.getTime() && !signal?.aborted; start += 7 * DAY_MS) {
       const end = Math.min(start + 7 * DAY_MS, to.getTime());
-      const r = recomputeResult.parse(
-        (await client.query('select tally.recompute_rollups(p_from => $1::timestamptz, p_to => $2::timestamptz) as r', [new Date(start), new Date(end)])).rows[0]?.r,
-      );
-      rebuilt.hourly += r.rebuilt_buckets.hourly;
-      rebuilt.daily += r.rebuilt_buckets.daily;
-      rebuilt.monthly += r.rebuilt_buckets.monthly;
-      watermark = r.watermark;
+      const r = await rollups.recomputeRollups({ from: new Date(start), to: new Date(end) });
+      rebuilt.hourly += r.rebuiltBuckets.hourly;
+      rebuilt.daily += r.rebuiltBuckets.daily;
+      rebuilt.monthly += r.rebuiltBuckets.monthly;
+      watermark = Number(r.watermark);
       // for the events/s of the display: the folded, not voided events of the week (the
       // daily and monthly buckets around it are rebuilt too, so this is the least work done)
       const { rows } = await client.query<{ n: string }>(
         `select count(*) as n from tally.events e where e.occurred_at >= $1 and e.occurred_at < $2 and e.id <= $3
            and not exists (select 1 from tally.event_voids v where v.account_id = e.account_id and v.event_id = e.id)`,
-        [new Date(start), new Date(end), watermark],
+        [new Date(start), new Date(end), r.watermark],
       );
       events += Number(rows[0]?.n ?? 0);
       done = Math.min(totalDays, Math.ceil((end - from.getTime()) / DAY_MS));

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { maintenanceApi } from '../client/maintenance.ts';
 import { callRow } from '../client/sql.ts';
 import { connectClient } from '../database/resolve.ts';
+import { withTransaction } from '../database/transaction.ts';
 import { TallyError, UsageError, errorMessage } from '../errors.ts';
 import { readSchemaVersion } from '../database/migrate.ts';
 import { InvalidParameterError } from '../client/errors.ts';
@@ -45,8 +46,8 @@ tick; a worker started later applies the overrides at start. Changed in SQL inst
 (select tally.set_job_schedule(...)), a cron override reaches running workers at their next
 start; \`tally schedule list\` and \`tally status\` show it as pending until then.
 
-Without the worker (e.g. on Supabase), schedule the same SQL with pg_cron: the README's
-"Scheduled jobs" section has the cron.schedule call for every job.
+Without the worker (e.g. on Supabase), schedule the same SQL with pg_cron: docs/operations.md
+("Without the worker: pg_cron") has the cron.schedule call for every job.
 Exit codes: 0 done, 1 failed, 2 bad usage (unknown job, bad cron or interval; nothing is written).`;
 
 /** A job by name, or a UsageError listing the names. */
@@ -272,8 +273,7 @@ function bossUnavailable(err: unknown): TallyError {
 
 /** Writes the change and reads the job before and after, in one transaction; with `boss`, rewrites pg-boss's schedule in it too. */
 async function transact(client: pg.Client, job: ScheduledJob, action: ScheduleAction, value: string | undefined, boss?: PgBoss) {
-  await client.query('begin');
-  try {
+  return withTransaction(client, async () => {
     // two changes (or a change and a worker applying the overrides at start) take turns: a
     // row lock would not do, the row may not exist yet
     await client.query(JOB_SCHEDULE_LOCK_SQL);
@@ -291,12 +291,8 @@ async function transact(client: pg.Client, job: ScheduledJob, action: ScheduleAc
         throw bossUnavailable(err);
       }
     }
-    await client.query('commit');
     return { before, after };
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
-  }
+  });
 }
 
 /**

@@ -3,27 +3,22 @@
  * (tally.verify_rollups) and reports every bucket that differs.
  */
 import { z } from 'zod';
+import { camelToSnake, differingMetrics, rollupsApi } from '../client/rollups.ts';
 import { connectClient } from '../database/resolve.ts';
 import type { Command } from 'commander';
 import { TallyError } from '../errors.ts';
 import { withDatabase } from './context.ts';
 import { instant, parseOptions } from './options.ts';
 
-const mismatchRow = z.object({
-  grain: z.enum(['hourly', 'daily', 'monthly']),
-  account_id: z.string(),
-  bucket: z.string(),
-  dim_key: z.string(),
-  expected: z.record(z.string(), z.unknown()).nullable(),
-  actual: z.record(z.string(), z.unknown()).nullable(),
-});
-
 export interface Mismatch {
   grain: 'hourly' | 'daily' | 'monthly';
   accountId: string;
   bucket: string;
   dimKey: string;
-  /** The metrics that differ, with the value computed from events and the stored one. */
+  /**
+   * The metrics that differ (by their column names), with the value computed from events and
+   * the stored one: money as decimal strings, counts as numbers.
+   */
   metrics: Record<string, { expected: unknown; actual: unknown }>;
 }
 
@@ -33,33 +28,25 @@ export interface VerifyReport {
   mismatches: Mismatch[];
 }
 
-function differingMetrics(expected: Record<string, unknown> | null, actual: Record<string, unknown> | null): Mismatch['metrics'] {
-  const names = new Set([...Object.keys(expected ?? {}), ...Object.keys(actual ?? {})]);
-  const out: Mismatch['metrics'] = {};
-  for (const name of names) {
-    const e = expected?.[name] ?? null;
-    const a = actual?.[name] ?? null;
-    if (JSON.stringify(e) !== JSON.stringify(a)) out[name] = { expected: e, actual: a };
-  }
-  return out;
-}
-
 export async function verifyRollups(connectionString: string, from: Date, to: Date): Promise<VerifyReport> {
   const client = await connectClient(connectionString, 'tally-verify');
   try {
-    const { rows } = await client.query(
-      'select grain, account_id, bucket, dim_key, expected, actual from tally.verify_rollups(p_from => $1::timestamptz, p_to => $2::timestamptz)',
-      [from, to],
-    );
-    const mismatches = rows.map((raw) => {
-      const r = mismatchRow.parse(raw);
-      return { grain: r.grain, accountId: r.account_id, bucket: r.bucket, dimKey: r.dim_key, metrics: differingMetrics(r.expected, r.actual) };
-    });
+    const found = await rollupsApi(client).verifyRollups({ from, to });
+    const mismatches = found.map((m) => ({
+      grain: m.grain,
+      accountId: m.accountId,
+      bucket: m.bucket,
+      dimKey: m.dimKey,
+      metrics: Object.fromEntries(Object.entries(differingMetrics(m)).map(([name, v]) => [camelToSnake(name), v])),
+    }));
     return { from, to, mismatches };
   } finally {
     await client.end().catch(() => undefined);
   }
 }
+
+// a decimal string as the number it is (no quotes), anything else as JSON
+const shown = (v: unknown): string => (typeof v === 'string' ? v : JSON.stringify(v));
 
 export function formatVerify(report: VerifyReport, limit = 20): string {
   const range = `${report.from.toISOString()} to ${report.to.toISOString()}`;
@@ -67,12 +54,12 @@ export function formatVerify(report: VerifyReport, limit = 20): string {
   const lines = [`${report.mismatches.length} bucket(s) differ from the raw events from ${range}:`];
   for (const m of report.mismatches.slice(0, limit)) {
     const what = Object.entries(m.metrics)
-      .map(([name, v]) => `${name} expected ${JSON.stringify(v.expected)} stored ${JSON.stringify(v.actual)}`)
+      .map(([name, v]) => `${name} expected ${shown(v.expected)} stored ${shown(v.actual)}`)
       .join('; ');
     lines.push(`  ${m.grain} ${m.bucket} account ${m.accountId} dims ${m.dimKey}: ${what}`);
   }
   if (report.mismatches.length > limit) lines.push(`  … and ${report.mismatches.length - limit} more (--json lists all)`);
-  lines.push('Rebuild the buckets from the raw events with tally.recompute_rollups once it exists, or report a bug.');
+  lines.push(`Rebuild the buckets from the raw events with \`tally rollup --recompute --from ${report.from.toISOString()} --to ${report.to.toISOString()}\` (tally.recompute_rollups), or report a bug.`);
   return lines.join('\n');
 }
 

@@ -6,7 +6,7 @@
  *
  * Every wrapper validates its input with zod before any round trip (InvalidInputError),
  * calls the function with named arguments and casts, maps Postgres errors to typed
- * errors (src/pg-errors.ts) and parses the result with zod into camelCase. Value rules
+ * errors (src/client/errors.ts) and parses the result with zod into camelCase. Value rules
  * (money, counts, ids, timestamps): src/client/schemas.ts.
  */
 import pg from 'pg';
@@ -16,6 +16,7 @@ import { eventsApi } from './events.ts';
 import { maintenanceApi } from './maintenance.ts';
 import { metersApi } from './meters.ts';
 import { pricesApi } from './prices.ts';
+import { rollupsApi } from './rollups.ts';
 import type { Queryable } from './sql.ts';
 
 export type TallyOptions =
@@ -50,6 +51,7 @@ export function tallyApi(q: Queryable) {
     ...pricesApi(q),
     ...maintenanceApi(q),
     ...metersApi(q),
+    ...rollupsApi(q),
   };
 }
 

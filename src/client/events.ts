@@ -6,7 +6,12 @@ import { z } from 'zod';
 import { callRow, callValue, parseInput, type Queryable } from './sql.ts';
 import { bigintId, ingestResult, moneyInput, uuid, type IngestResult } from './schemas.ts';
 
-/** camelCase field → the database's field name. */
+/**
+ * camelCase field → the database's field name: the one list of event fields. UsageEvent,
+ * the input schema, the CSV columns of `tally import` and the meters' mappings follow it
+ * (the first two are checked against it when compiling; test/event-fields.test.ts checks
+ * it against the validator in SQL).
+ */
 export const EVENT_FIELDS = {
   accountId: 'account_id',
   apiKeyId: 'api_key_id',
@@ -68,6 +73,10 @@ export interface UsageEvent {
 
 const integerInput = z.union([z.number(), z.bigint(), z.string().regex(/^\s*[0-9]+\s*$/, 'must be a whole number')]);
 
+// UsageEvent names exactly the fields of EVENT_FIELDS (a compile error otherwise).
+type SameKeys<A, B> = [Exclude<keyof A, keyof B> | Exclude<keyof B, keyof A>] extends [never] ? true : false;
+void (true satisfies SameKeys<UsageEvent, typeof EVENT_FIELDS>);
+
 /** Types only: ranges, limits and tenants are the database's to check (its limits are settings). */
 export const usageEventInput = z.strictObject({
   accountId: uuid.nullish(),
@@ -93,7 +102,7 @@ export const usageEventInput = z.strictObject({
   quantity: moneyInput.nullish(),
   idempotencyKey: z.string().nullish(),
   properties: z.record(z.string(), z.unknown()).nullish(),
-});
+} satisfies Record<keyof typeof EVENT_FIELDS, z.ZodType>);
 
 /** A JSON-ready value: Dates as ISO text, bigints as digit strings (the database reads both). */
 function wireValue(value: unknown): unknown {

@@ -1,7 +1,8 @@
 /**
  * The one way the client calls a Tally function: named arguments with explicit casts,
- * bigint and numeric read as exact decimal text whatever global type parsers the app set,
- * every error mapped by toTallyError and every row parsed by a zod schema.
+ * bigint and numeric read as exact decimal text whatever global type parsers the app set
+ * (and, with `exactJson`, the numbers inside json/jsonb too), every error mapped by
+ * toTallyError and every row parsed by a zod schema.
  */
 import pg from 'pg';
 import type { z } from 'zod';
@@ -14,12 +15,33 @@ export interface Queryable {
 
 const INT8 = 20;
 const NUMERIC = 1700;
+const JSON_OID = 114;
+const JSONB = 3802;
 const exact = (text: string) => text;
+// Every number as the text the server sent (Node 22's JSON.parse gives the reviver its
+// source), so money in a jsonb result is not rounded to a float: the zod schema then
+// decides what is a decimal string and what a count.
+const jsonNumbersAsText = (text: string): unknown =>
+  JSON.parse(text, (_key: string, value: unknown, context?: { source?: string }) =>
+    typeof value === 'number' ? (context?.source ?? String(value)) : value,
+  );
 // Per query, so an app that parses numeric as float globally cannot make money lossy here.
 const TYPES: pg.CustomTypesConfig = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
     oid === INT8 || oid === NUMERIC ? exact : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
+const EXACT_JSON_TYPES: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === JSON_OID || oid === JSONB ? jsonNumbersAsText : TYPES.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
+export interface CallOptions {
+  /**
+   * Read every number inside a json/jsonb result as its decimal text (`0.000001234567` stays
+   * exact); the schema must accept strings where numbers come (count, decimal, bigintId do).
+   */
+  exactJson?: boolean;
+}
 
 /** [argument name, value, SQL type]; an undefined value leaves the argument out so the SQL default applies. */
 export type Arg = readonly [name: string, value: unknown, type: string];
@@ -40,9 +62,9 @@ function callSql(fn: string, args: readonly Arg[]): { call: string; values: unkn
   return { call: `tally.${fn}(${parts.join(', ')})`, values };
 }
 
-async function run(q: Queryable, text: string, values: unknown[]): Promise<pg.QueryResult> {
+async function run(q: Queryable, text: string, values: unknown[], options: CallOptions = {}): Promise<pg.QueryResult> {
   try {
-    return await q.query({ text, values, types: TYPES });
+    return await q.query({ text, values, types: options.exactJson ? EXACT_JSON_TYPES : TYPES });
   } catch (err) {
     throw toTallyError(err);
   }
@@ -70,16 +92,41 @@ export function parseInput<S extends z.ZodType>(operation: string, schema: S, va
 }
 
 /** `select * from tally.fn(...)`: exactly one row, parsed. For functions returning a row type or a one-row table. */
-export async function callRow<S extends z.ZodType>(q: Queryable, fn: string, args: readonly Arg[], schema: S): Promise<z.output<S>> {
+export async function callRow<S extends z.ZodType>(
+  q: Queryable,
+  fn: string,
+  args: readonly Arg[],
+  schema: S,
+  options?: CallOptions,
+): Promise<z.output<S>> {
   const { call, values } = callSql(fn, args);
-  const { rows } = await run(q, `select * from ${call}`, values);
+  const { rows } = await run(q, `select * from ${call}`, values, options);
   if (rows.length !== 1) throw new InvalidResponseError(fn, `expected one row, got ${rows.length}`);
   return parseOrThrow(fn, schema, rows[0]);
 }
 
 /** `select tally.fn(...) as value`: a scalar (boolean, jsonb, timestamptz), parsed. */
-export async function callValue<S extends z.ZodType>(q: Queryable, fn: string, args: readonly Arg[], schema: S): Promise<z.output<S>> {
+export async function callValue<S extends z.ZodType>(
+  q: Queryable,
+  fn: string,
+  args: readonly Arg[],
+  schema: S,
+  options?: CallOptions,
+): Promise<z.output<S>> {
   const { call, values } = callSql(fn, args);
-  const { rows } = await run(q, `select ${call} as value`, values);
+  const { rows } = await run(q, `select ${call} as value`, values, options);
   return parseOrThrow(fn, schema, rows[0]?.value);
+}
+
+/** `select * from tally.fn(...)`: every row, each parsed. For set-returning functions. */
+export async function callRows<S extends z.ZodType>(
+  q: Queryable,
+  fn: string,
+  args: readonly Arg[],
+  schema: S,
+  options?: CallOptions,
+): Promise<z.output<S>[]> {
+  const { call, values } = callSql(fn, args);
+  const { rows } = await run(q, `select * from ${call}`, values, options);
+  return rows.map((row) => parseOrThrow(fn, schema, row));
 }

@@ -17,7 +17,7 @@ const postgresUrl = z
 
 const port = z.coerce.number().int().min(1).max(65535);
 
-/** Every environment variable Tally reads. The README's configuration table lists the same. */
+/** Every environment variable Tally reads. docs/cli.md's configuration table lists the same. */
 const envSchema = z.object({
   DATABASE_URL: postgresUrl.optional(),
   TALLY_DATA_DIR: z.string().trim().min(1).optional(),

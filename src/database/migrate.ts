@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { loadMigrationFiles, migrate } from 'postgres-migrations';
 import { connectClient } from './resolve.ts';
+import { withTransaction } from './transaction.ts';
 import { TallyError, errorMessage } from '../errors.ts';
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../db/migrations/', import.meta.url));
@@ -57,10 +58,10 @@ export interface MigrateResult {
 /** Applies pending migrations. Safe to run concurrently: the runner holds an advisory lock. */
 export async function runMigrations(connectionString: string, log?: (line: string) => void): Promise<MigrateResult> {
   return withClient(connectionString, async (client) => {
-    await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock($1)', [BOOTSTRAP_LOCK.toString()]);
-    await client.query(BOOTSTRAP_SQL);
-    await client.query('COMMIT');
+    await withTransaction(client, async () => {
+      await client.query('SELECT pg_advisory_xact_lock($1)', [BOOTSTRAP_LOCK.toString()]);
+      await client.query(BOOTSTRAP_SQL);
+    });
     await client.query('SET search_path TO tally');
     let applied;
     try {

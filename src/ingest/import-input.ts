@@ -4,16 +4,14 @@
  */
 import { isUtf8 } from 'node:buffer';
 import path from 'node:path';
+import { EVENT_FIELDS } from '../client/events.ts';
 import { UsageError } from '../errors.ts';
 
 export type ImportFormat = 'ndjson' | 'csv';
 
-/** The fields of an event, as tally._parse_events knows them (CSV headers must be among these). */
-export const EVENT_FIELD_NAMES = [
-  'account_id', 'api_key_id', 'occurred_at', 'event_type', 'provider', 'model', 'endpoint', 'method',
-  'status_code', 'success', 'error_message', 'file_type', 'files', 'bytes', 'tokens_in', 'tokens_out',
-  'cached', 'cost_usd', 'potential_cost_usd', 'latency_ms', 'quantity', 'idempotency_key', 'properties',
-] as const;
+/** The fields of an event, as tally._parse_events knows them (CSV headers must be among these): EVENT_FIELDS' wire names. */
+export const EVENT_FIELD_NAMES: readonly EventFieldName[] = Object.values(EVENT_FIELDS);
+type EventFieldName = (typeof EVENT_FIELDS)[keyof typeof EVENT_FIELDS];
 export const BOOLEAN_FIELDS = new Set(['success', 'cached']);
 export const JSON_FIELD = 'properties';
 

@@ -3,7 +3,7 @@
  * Read-only: it never installs or migrates anything.
  */
 import pg from 'pg';
-import { z } from 'zod';
+import { rollupsApi } from '../client/rollups.ts';
 import { connectClient } from '../database/resolve.ts';
 import { errorMessage } from '../errors.ts';
 import { migrationFiles, readSchemaVersion } from '../database/migrate.ts';
@@ -156,33 +156,19 @@ export async function readStatus(connectionString: string): Promise<Status> {
   return { workerError, schemaVersion, latestVersion, pendingMigrations, workers, jobs, ledger, rollups };
 }
 
-const rollupStatusRow = z.object({
-  watermark: z.coerce.number(),
-  newest_event_id: z.coerce.number(),
-  pending_events: z.coerce.number(),
-  oldest_pending_age_seconds: z.number().nullable(),
-  last_run_finished_at: z.string().nullable(),
-  last_run_events: z.coerce.number().nullable(),
-  unaggregated_hours: z.coerce.number().optional(),
-  oldest_unaggregated_hour: z.string().nullable().optional(),
-  last_run_ok: z.boolean().nullable().optional(),
-  last_error: z.string().nullable().optional(),
-});
-
 async function readRollupStatus(client: pg.Client): Promise<RollupStatus> {
-  const { rows } = await client.query<{ s: unknown }>('select tally.rollup_status() as s');
-  const r = rollupStatusRow.parse(rows[0]?.s);
+  const r = await rollupsApi(client).rollupStatus();
   return {
-    watermark: r.watermark,
-    newestEventId: r.newest_event_id,
-    pendingEvents: r.pending_events,
-    oldestPendingAgeSeconds: r.oldest_pending_age_seconds,
-    lastRunFinishedAt: r.last_run_finished_at === null ? null : new Date(r.last_run_finished_at),
-    lastRunEvents: r.last_run_events,
-    unaggregatedHours: r.unaggregated_hours,
-    oldestUnaggregatedHour: r.oldest_unaggregated_hour == null ? r.oldest_unaggregated_hour : new Date(r.oldest_unaggregated_hour),
-    lastRunOk: r.last_run_ok,
-    lastError: r.last_error,
+    watermark: Number(r.watermark),
+    newestEventId: Number(r.newestEventId),
+    pendingEvents: r.pendingEvents,
+    oldestPendingAgeSeconds: r.oldestPendingAgeSeconds,
+    lastRunFinishedAt: r.lastRunFinishedAt,
+    lastRunEvents: r.lastRunEvents,
+    unaggregatedHours: r.unaggregatedHours,
+    oldestUnaggregatedHour: r.oldestUnaggregatedHour,
+    lastRunOk: r.lastRunOk,
+    lastError: r.lastError,
   };
 }
 

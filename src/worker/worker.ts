@@ -7,6 +7,7 @@
  */
 import pg from 'pg';
 import { PgBoss } from 'pg-boss';
+import { withTransaction } from '../database/transaction.ts';
 import { errorMessage } from '../errors.ts';
 import { JOB_SCHEDULE_LOCK_SQL, applyCronSchedule, readSchedules, type JobSchedule } from './overrides.ts';
 import { SCHEDULED_JOBS, type ScheduledJob } from './jobs.ts';
@@ -20,7 +21,7 @@ export interface Worker {
   readonly schedules: readonly ScheduledJob[];
   /** The jobs disabled in tally.job_schedules when the worker started (their queues are still worked). */
   readonly disabled: readonly string[];
-  /** Runs one scheduled job now, outside the schedule (used by tests and `tally status --run`). */
+  /** Runs one scheduled job now, outside the schedule (used by tests). */
   runNow(name: string): Promise<unknown>;
   /** Stops taking jobs, waits for running ones (up to timeoutMs), closes connections. */
   stop(timeoutMs?: number): Promise<void>;
@@ -177,17 +178,14 @@ async function applySchedules(pool: pg.Pool, boss: PgBoss): Promise<void> {
   const ignore = () => undefined;
   client.on('error', ignore);
   try {
-    await client.query('begin');
-    // an open schedule change (say a psql session idle in transaction) must not hold the worker up
-    await client.query(`set local lock_timeout = '5s'`);
-    await client.query(JOB_SCHEDULE_LOCK_SQL);
-    const read = await readSchedules(client);
-    const db = { executeSql: (text: string, values?: unknown[]) => client.query(text, values) };
-    for (const schedule of read.schedules) await applyCronSchedule(boss, schedule, db);
-    await client.query('commit');
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
+    await withTransaction(client, async () => {
+      // an open schedule change (say a psql session idle in transaction) must not hold the worker up
+      await client.query(`set local lock_timeout = '5s'`);
+      await client.query(JOB_SCHEDULE_LOCK_SQL);
+      const read = await readSchedules(client);
+      const db = { executeSql: (text: string, values?: unknown[]) => client.query(text, values) };
+      for (const schedule of read.schedules) await applyCronSchedule(boss, schedule, db);
+    });
   } finally {
     client.off('error', ignore);
     client.release();

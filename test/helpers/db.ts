@@ -1,6 +1,8 @@
 /**
  * Per-file databases. `migratedDatabase()` clones the migrated template; `emptyDatabase()`
  * is a bare one for tests of the installation itself. Both are dropped by `drop()`.
+ * `asAdmin` runs statements on the server's maintenance database (cluster-wide objects
+ * such as roles).
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
@@ -14,7 +16,7 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+export async function asAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: inject('testDb').adminUrl });
   await client.connect();
   try {
@@ -26,7 +28,7 @@ async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
 
 async function createDatabase(template: string | undefined): Promise<TestDatabase> {
   const name = `tally_test_${randomBytes(6).toString('hex')}`;
-  await admin((c) => c.query(`CREATE DATABASE ${name}${template ? ` TEMPLATE ${template}` : ''}`));
+  await asAdmin((c) => c.query(`CREATE DATABASE ${name}${template ? ` TEMPLATE ${template}` : ''}`));
   const url = databaseUrl(inject('testDb').adminUrl, name);
   const pool = new pg.Pool({ connectionString: url, max: 10 });
   pool.on('error', () => undefined);
@@ -36,7 +38,7 @@ async function createDatabase(template: string | undefined): Promise<TestDatabas
     pool,
     async drop() {
       await pool.end();
-      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+      await asAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
     },
   };
 }

@@ -4,22 +4,19 @@
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
+import { withTransaction } from '../../src/database/transaction.ts';
 
 export type Persona = { role: 'anon' } | { role: 'service_role' } | { role: 'authenticated'; userId: string };
 
 export async function as<T>(pool: pg.Pool, persona: Persona, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   try {
-    await client.query('begin');
-    await client.query(`set local role ${persona.role}`);
-    const claims = persona.role === 'authenticated' ? { sub: persona.userId, role: persona.role } : { role: persona.role };
-    await client.query("select set_config('request.jwt.claims', $1, true)", [JSON.stringify(claims)]);
-    const result = await fn(client);
-    await client.query('commit');
-    return result;
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
+    return await withTransaction(client, async () => {
+      await client.query(`set local role ${persona.role}`);
+      const claims = persona.role === 'authenticated' ? { sub: persona.userId, role: persona.role } : { role: persona.role };
+      await client.query("select set_config('request.jwt.claims', $1, true)", [JSON.stringify(claims)]);
+      return fn(client);
+    });
   } finally {
     client.release();
   }
