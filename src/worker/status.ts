@@ -61,6 +61,19 @@ export interface RollupStatus {
   lastError?: string | null | undefined;
 }
 
+/** A (provider, model) pair with LLM events that no price matched, in the recent window. */
+export interface UnpricedModel {
+  provider: string | null;
+  model: string | null;
+  events: number;
+  accounts: number;
+  /** The start of the latest UTC hour with such an event. */
+  lastSeenHour: Date;
+}
+
+/** How far back `tally status` looks for unpriced models (tally.unpriced_models reads only this window). */
+export const UNPRICED_WINDOW_DAYS = 7;
+
 export interface Status {
   /** Why the worker state could not be read (e.g. pg-boss's schema needs an upgrade). */
   workerError?: string | undefined;
@@ -73,6 +86,8 @@ export interface Status {
   ledger?: LedgerStatus | undefined;
   /** The rollups, once migration 12 is installed. */
   rollups?: RollupStatus | undefined;
+  /** Models with unpriced LLM events in the last UNPRICED_WINDOW_DAYS days, once tally.unpriced_models exists. */
+  unpriced?: UnpricedModel[] | undefined;
 }
 
 export interface JobRunRow {
@@ -98,6 +113,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
   let overrides: Map<string, JobSchedule> | undefined;
   let ledger: LedgerStatus | undefined;
   let rollups: RollupStatus | undefined;
+  let unpriced: UnpricedModel[] | undefined;
   try {
     schemaVersion = await readSchemaVersion(client);
     if (schemaVersion !== undefined && schemaVersion >= 3) runs = await readJobRuns(client);
@@ -106,6 +122,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
     }
     if (schemaVersion !== undefined && schemaVersion >= 7) ledger = await readLedgerStatus(client);
     if (schemaVersion !== undefined && schemaVersion >= 12) rollups = await readRollupStatus(client);
+    if (schemaVersion !== undefined) unpriced = await readUnpricedModels(client);
     bossReady = await bossInstalled(client);
   } finally {
     await client.end().catch(() => undefined);
@@ -153,7 +170,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
       lastError: run?.last_error ?? undefined,
     };
   });
-  return { workerError, schemaVersion, latestVersion, pendingMigrations, workers, jobs, ledger, rollups };
+  return { workerError, schemaVersion, latestVersion, pendingMigrations, workers, jobs, ledger, rollups, unpriced };
 }
 
 const rollupStatusRow = z.object({
@@ -184,6 +201,28 @@ async function readRollupStatus(client: pg.Client): Promise<RollupStatus> {
     lastRunOk: r.last_run_ok,
     lastError: r.last_error,
   };
+}
+
+const unpricedRow = z.object({
+  provider: z.string().nullable(),
+  model: z.string().nullable(),
+  events: z.coerce.number(),
+  accounts: z.coerce.number(),
+  last_seen_hour: z.date(),
+});
+
+/** tally.unpriced_models over the recent window; undefined when the schema predates it. */
+async function readUnpricedModels(client: pg.Client): Promise<UnpricedModel[] | undefined> {
+  const exists = await client.query<{ ok: boolean }>("select to_regprocedure('tally.unpriced_models(interval)') is not null as ok");
+  if (!exists.rows[0]?.ok) return undefined;
+  const { rows } = await client.query(
+    'select provider, model, events, accounts, last_seen_hour from tally.unpriced_models(p_window => $1::interval)',
+    [`${UNPRICED_WINDOW_DAYS} days`],
+  );
+  return rows.map((raw) => {
+    const r = unpricedRow.parse(raw);
+    return { provider: r.provider, model: r.model, events: r.events, accounts: r.accounts, lastSeenHour: r.last_seen_hour };
+  });
 }
 
 async function readLedgerStatus(client: pg.Client): Promise<LedgerStatus> {
@@ -250,6 +289,7 @@ export function formatStatus(status: Status, database: string): string {
     }
     if (r.lastRunOk === false) lines.push(`           latest scheduled run FAILED: ${r.lastError || '(no error recorded)'}`);
   }
+  if (status.unpriced) lines.push(...formatUnpriced(status.unpriced));
   lines.push('schedules:');
   for (const job of status.jobs) {
     const last = job.lastFinishedAt
@@ -264,4 +304,24 @@ export function formatStatus(status: Status, database: string): string {
     if (job.problem) lines.push(`    warning: ${job.problem}`);
   }
   return lines.join('\n');
+}
+
+const UNPRICED_SHOWN = 10;
+
+/** The unpriced models, most events first: their cost is unknown, and the rollups count it as 0. */
+export function formatUnpriced(models: UnpricedModel[]): string[] {
+  if (models.length === 0) return [`unpriced:  no LLM events without a price in the last ${UNPRICED_WINDOW_DAYS} days`];
+  const total = models.reduce((n, m) => n + m.events, 0);
+  const lines = [
+    `unpriced:  ${total} LLM event(s) in the last ${UNPRICED_WINDOW_DAYS} days matched no price; their cost is unknown, not $0 (column unpriced):`,
+  ];
+  for (const m of models.slice(0, UNPRICED_SHOWN)) {
+    lines.push(
+      `             ${m.provider ?? '(no provider)'} / ${m.model ?? '(no model)'}: ${m.events} event(s) in ${m.accounts} account(s), ` +
+        `last seen ${m.lastSeenHour.toISOString().slice(0, 13)}:00Z`,
+    );
+  }
+  if (models.length > UNPRICED_SHOWN) lines.push(`             … and ${models.length - UNPRICED_SHOWN} more (--json lists all)`);
+  lines.push('           price a model with tally.set_model_price, then tally.reprice the range (model names match exactly)');
+  return lines;
 }

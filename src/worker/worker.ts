@@ -20,7 +20,7 @@ export interface Worker {
   readonly schedules: readonly ScheduledJob[];
   /** The jobs disabled in tally.job_schedules when the worker started (their queues are still worked). */
   readonly disabled: readonly string[];
-  /** Runs one scheduled job now, outside the schedule (used by tests and `tally status --run`). */
+  /** Runs one scheduled job now, outside the schedule (used by tests and by `tally run <job>`). */
   runNow(name: string): Promise<unknown>;
   /** Stops taking jobs, waits for running ones (up to timeoutMs), closes connections. */
   stop(timeoutMs?: number): Promise<void>;
