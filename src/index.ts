@@ -16,7 +16,7 @@ export type { AttachedMeter, MeterMapping } from './client/meters.ts';
 export type { ModelPrice, RepriceResult } from './client/prices.ts';
 export {
   differingMetrics, type Grain, type RebuiltBuckets, type RecomputeRollupsResult, type RollupMismatch, type RollupStatusResult,
-  type RunRollupsResult, type UsageMetrics, type VoidEventsResult,
+  type RunRollupsResult, type UnpricedModel, type UsageMetrics, type VoidEventsResult,
 } from './client/rollups.ts';
 export type { IngestResult, Rejection, Role } from './client/schemas.ts';
 export type { CallOptions, Queryable } from './client/sql.ts';

@@ -59,7 +59,10 @@ export function formatVerify(report: VerifyReport, limit = 20): string {
     lines.push(`  ${m.grain} ${m.bucket} account ${m.accountId} dims ${m.dimKey}: ${what}`);
   }
   if (report.mismatches.length > limit) lines.push(`  … and ${report.mismatches.length - limit} more (--json lists all)`);
-  lines.push(`Rebuild the buckets from the raw events with \`tally rollup --recompute --from ${report.from.toISOString()} --to ${report.to.toISOString()}\` (tally.recompute_rollups), or report a bug.`);
+  lines.push(
+    `Rebuild them from the raw events with \`tally rollup --recompute --from ${report.from.toISOString()} --to ${report.to.toISOString()}\`` +
+      ' (tally.recompute_rollups), then verify again; if they still differ, report a bug.',
+  );
   return lines.join('\n');
 }
 

@@ -1,6 +1,6 @@
 /**
- * The rollups: tally.run_rollups, verify_rollups, void_events, recompute_rollups and
- * rollup_status. Service callers only (the database refuses everyone else with 42501).
+ * The rollups: tally.run_rollups, verify_rollups, void_events, recompute_rollups,
+ * rollup_status and unpriced_models. Service callers only (the database refuses everyone else with 42501).
  *
  * The functions answer in jsonb; those results are read with every number as its exact
  * text, so money (cost_usd, potential_cost_usd, quantity) is a decimal string, counts are
@@ -96,6 +96,8 @@ export interface UsageMetrics {
   latencyMax: number | null;
   /** Events per tally.latency_buckets() bucket. */
   latencyHist: number[];
+  /** LLM events (with tokens) whose cost is unknown because no price matched: not the same as free. */
+  unpriced: number;
   [metric: string]: unknown;
 }
 
@@ -225,6 +227,13 @@ const statusResult = z
  */
 export type RollupStatusResult = z.output<typeof statusResult>;
 
+const unpricedInput = z.strictObject({ windowDays: z.number().int().min(1).max(90).default(7) });
+const unpricedRow = z
+  .object({ provider: z.string().nullable(), model: z.string().nullable(), events: count, accounts: count, last_seen_hour: timestamp })
+  .transform((r) => ({ provider: r.provider, model: r.model, events: r.events, accounts: r.accounts, lastSeenHour: r.last_seen_hour }));
+/** One model that LLM events named without a matching price (their cost is unknown, not $0). */
+export type UnpricedModel = z.output<typeof unpricedRow>;
+
 export function rollupsApi(q: Queryable) {
   return {
     /**
@@ -293,6 +302,15 @@ export function rollupsApi(q: Queryable) {
     /** Where the rollups stand; its cost is one scan of the pending tail, so poll it sparingly during a large backlog. */
     async rollupStatus(): Promise<RollupStatusResult> {
       return callValue(q, 'rollup_status', [], statusResult, EXACT);
+    },
+
+    /**
+     * The models of unpriced LLM events (tokens but no matching price) in the last
+     * windowDays days (1 to 90, default 7), from the hourly aggregates plus the unfolded tail.
+     */
+    async unpricedModels(input: { windowDays?: number } = {}): Promise<UnpricedModel[]> {
+      const p = parseInput('unpricedModels', unpricedInput, input);
+      return callRows(q, 'unpriced_models', [['p_window', `${p.windowDays} days`, 'interval']], unpricedRow);
     },
   };
 }

@@ -3,7 +3,7 @@
  * Read-only: it never installs or migrates anything.
  */
 import pg from 'pg';
-import { rollupsApi } from '../client/rollups.ts';
+import { rollupsApi, type UnpricedModel } from '../client/rollups.ts';
 import { connectClient } from '../database/resolve.ts';
 import { errorMessage } from '../errors.ts';
 import { migrationFiles, readSchemaVersion } from '../database/migrate.ts';
@@ -61,6 +61,11 @@ export interface RollupStatus {
   lastError?: string | null | undefined;
 }
 
+export type { UnpricedModel };
+
+/** How far back `tally status` looks for unpriced models (tally.unpriced_models reads only this window). */
+export const UNPRICED_WINDOW_DAYS = 7;
+
 export interface Status {
   /** Why the worker state could not be read (e.g. pg-boss's schema needs an upgrade). */
   workerError?: string | undefined;
@@ -73,6 +78,8 @@ export interface Status {
   ledger?: LedgerStatus | undefined;
   /** The rollups, once migration 12 is installed. */
   rollups?: RollupStatus | undefined;
+  /** Models with unpriced LLM events in the last UNPRICED_WINDOW_DAYS days, once tally.unpriced_models exists. */
+  unpriced?: UnpricedModel[] | undefined;
 }
 
 export interface JobRunRow {
@@ -98,6 +105,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
   let overrides: Map<string, JobSchedule> | undefined;
   let ledger: LedgerStatus | undefined;
   let rollups: RollupStatus | undefined;
+  let unpriced: UnpricedModel[] | undefined;
   try {
     schemaVersion = await readSchemaVersion(client);
     if (schemaVersion !== undefined && schemaVersion >= 3) runs = await readJobRuns(client);
@@ -106,6 +114,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
     }
     if (schemaVersion !== undefined && schemaVersion >= 7) ledger = await readLedgerStatus(client);
     if (schemaVersion !== undefined && schemaVersion >= 12) rollups = await readRollupStatus(client);
+    if (schemaVersion !== undefined) unpriced = await readUnpricedModels(client);
     bossReady = await bossInstalled(client);
   } finally {
     await client.end().catch(() => undefined);
@@ -153,7 +162,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
       lastError: run?.last_error ?? undefined,
     };
   });
-  return { workerError, schemaVersion, latestVersion, pendingMigrations, workers, jobs, ledger, rollups };
+  return { workerError, schemaVersion, latestVersion, pendingMigrations, workers, jobs, ledger, rollups, unpriced };
 }
 
 async function readRollupStatus(client: pg.Client): Promise<RollupStatus> {
@@ -170,6 +179,13 @@ async function readRollupStatus(client: pg.Client): Promise<RollupStatus> {
     lastRunOk: r.lastRunOk,
     lastError: r.lastError,
   };
+}
+
+/** tally.unpriced_models over the recent window; undefined when the schema predates it. */
+async function readUnpricedModels(client: pg.Client): Promise<UnpricedModel[] | undefined> {
+  const exists = await client.query<{ ok: boolean }>("select to_regprocedure('tally.unpriced_models(interval)') is not null as ok");
+  if (!exists.rows[0]?.ok) return undefined;
+  return rollupsApi(client).unpricedModels({ windowDays: UNPRICED_WINDOW_DAYS });
 }
 
 async function readLedgerStatus(client: pg.Client): Promise<LedgerStatus> {
@@ -236,6 +252,7 @@ export function formatStatus(status: Status, database: string): string {
     }
     if (r.lastRunOk === false) lines.push(`           latest scheduled run FAILED: ${r.lastError || '(no error recorded)'}`);
   }
+  if (status.unpriced) lines.push(...formatUnpriced(status.unpriced));
   lines.push('schedules:');
   for (const job of status.jobs) {
     const last = job.lastFinishedAt
@@ -250,4 +267,24 @@ export function formatStatus(status: Status, database: string): string {
     if (job.problem) lines.push(`    warning: ${job.problem}`);
   }
   return lines.join('\n');
+}
+
+const UNPRICED_SHOWN = 10;
+
+/** The unpriced models, most events first: their cost is unknown, and the rollups count it as 0. */
+export function formatUnpriced(models: UnpricedModel[]): string[] {
+  if (models.length === 0) return [`unpriced:  no LLM events without a price in the last ${UNPRICED_WINDOW_DAYS} days`];
+  const total = models.reduce((n, m) => n + m.events, 0);
+  const lines = [
+    `unpriced:  ${total} LLM event(s) in the last ${UNPRICED_WINDOW_DAYS} days matched no price; their cost is unknown, not $0 (column unpriced):`,
+  ];
+  for (const m of models.slice(0, UNPRICED_SHOWN)) {
+    lines.push(
+      `             ${m.provider ?? '(no provider)'} / ${m.model ?? '(no model)'}: ${m.events} event(s) in ${m.accounts} account(s), ` +
+        `last seen ${m.lastSeenHour.toISOString().slice(0, 13)}:00Z`,
+    );
+  }
+  if (models.length > UNPRICED_SHOWN) lines.push(`             … and ${models.length - UNPRICED_SHOWN} more (--json lists all)`);
+  lines.push('           price a model with tally.set_model_price, then tally.reprice the range (model names match exactly)');
+  return lines;
 }
