@@ -199,6 +199,13 @@ async function canConnect(connectionString: string): Promise<boolean> {
   }
 }
 
+function portBusy(port: number): TallyError {
+  return new TallyError(
+    'embedded_port_busy',
+    `TALLY_EMBEDDED_PORT ${port} is taken by another process on 127.0.0.1; choose a free port, or unset it to let Tally pick one`,
+  );
+}
+
 function unreachableAsPostgres(dataDir: string): TallyError {
   return new TallyError(
     'embedded_unavailable',
@@ -295,6 +302,8 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
       `there is no embedded database in ${dataDir} yet: \`tally start\` (or \`tally migrate\`) creates it, or set DATABASE_URL to use an existing server`,
     );
   }
+  // A port the user asked for that another process holds is refused before anything is created.
+  if (options.port !== undefined && runningPort(dataDir) !== options.port && !(await isPortFree(options.port))) throw portBusy(options.port);
   const bins = await loadBinaries();
   const ids = runAsIds();
 
@@ -328,12 +337,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
   // A port the user asked for is used or refused; the saved one is only a preference.
   let port: number | undefined;
   if (options.port !== undefined) {
-    if (!(await isPortFree(options.port))) {
-      throw new TallyError(
-        'embedded_port_busy',
-        `TALLY_EMBEDDED_PORT ${options.port} is taken by another process on 127.0.0.1; choose a free port, or unset it to let Tally pick one`,
-      );
-    }
+    if (!(await isPortFree(options.port))) throw portBusy(options.port);
     port = options.port;
   } else if (state.port > 0 && (await isPortFree(state.port))) {
     port = state.port;

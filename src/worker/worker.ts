@@ -15,6 +15,10 @@ import { SCHEDULED_JOBS, type ScheduledJob } from './jobs.ts';
 
 export const BOSS_SCHEMA = 'pgboss';
 export const WORKER_NAME = 'tally-worker';
+/** How often a worker proves it is alive in pgboss.instance (pg-boss's default is 30 s). */
+export const INSTANCE_HEARTBEAT_SECONDS = 5;
+/** Missed instance beats after which `tally status` presumes a worker dead (a SIGKILL never says goodbye). */
+export const INSTANCE_STALE_BEATS = 3;
 /** How often a running job proves its worker is alive (pg-boss's minimum). */
 const HEARTBEAT_SECONDS = 10;
 
@@ -49,6 +53,9 @@ export function createBoss(connectionString: string, role: 'worker' | 'observer'
     migrate: worker,
     createSchema: worker,
     registerInstance: worker,
+    // how often a worker writes its row in pgboss.instance: `tally status` shows when each
+    // worker was last seen and presumes it dead after INSTANCE_STALE_BEATS missed beats
+    instanceHeartbeatSeconds: INSTANCE_HEARTBEAT_SECONDS,
   });
 }
 
