@@ -102,6 +102,14 @@ describe('every exit-1 error has a [code]', () => {
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
   });
 
+  it('status on an uninstalled database exits 0 and counts every migration as pending (not postgres-migrations\' own)', async () => {
+    const result = await runCli(['status', '--json'], cleanEnv({ DATABASE_URL: empty.url }));
+    expect(result.code).toBe(0);
+    const status = JSON.parse(result.stdout);
+    expect(status.schemaVersion).toBeUndefined();
+    expect(status.pendingMigrations).toBe(status.latestVersion);
+  });
+
   it.each([['status'], ['verify'], ['rollup'], ['schedule'], ['migrate'], ['worker'], ['start'], ['import', '-']])(
     'unreachable database: %j → database_unreachable',
     async (...args) => {

@@ -161,6 +161,7 @@ async function runJob(ctx: JobContext, job: ScheduledJob): Promise<unknown> {
     if (recorded || !isTransient(failure) || attempt >= CONNECTION_ATTEMPTS || ctx.stopping()) break;
     ctx.log(`job ${job.name}: connection lost (${errorMessage(failure)}); trying again (${attempt + 1} of ${CONNECTION_ATTEMPTS})`);
     await sleep(Math.min(attempt, 5) * 1000);
+    if (ctx.stopping()) break; // stopped meanwhile: record the failure, do not start again
   }
   if (!recorded) {
     // the run itself could not finish (or record) on a connection: record the failure on a new one
