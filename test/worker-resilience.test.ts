@@ -96,6 +96,8 @@ describe('tally worker and lost connections', () => {
       expect(daily[0]).toEqual({ requests: 50, cost: '0.006150000000' });
 
       expect(worker.child.exitCode, worker.output()).toBeNull();
+      // the run cut while it waited was tried again on a new connection
+      expect(worker.output()).toMatch(/job tally-rollups: connection lost \(.+\); trying again \(2 of 5\)/);
       expect(worker.output()).not.toMatch(/Unhandled|uncaught|Connection terminated unexpectedly\n\s+at /i);
     } finally {
       worker.child.kill('SIGTERM');
