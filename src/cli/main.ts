@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { TallyError, UsageError, errorMessage } from '../errors.ts';
+import { toTallyError } from '../client/errors.ts';
 import { TALLY_VERSION } from '../version.ts';
 import { EXIT_FAILURE, EXIT_USAGE } from './context.ts';
 import { registerImport } from './import.ts';
@@ -15,7 +16,8 @@ import { registerService } from './service.ts';
 import { registerStatus } from './status.ts';
 import { registerVerify } from './verify.ts';
 
-export function buildProgram(): Command {
+/** The program; `onError` receives commander's own error text (an unknown option, say) instead of stderr. */
+export function buildProgram(onError?: (text: string) => void): Command {
   const program = new Command('tally')
     .description(
       'Postgres-native usage metering: install the tally schema, run its scheduled jobs, import events, report their state.\n' +
@@ -24,7 +26,7 @@ export function buildProgram(): Command {
     .version(TALLY_VERSION, '-V, --version', 'print the version of Tally')
     .showSuggestionAfterError(true)
     .exitOverride()
-    .configureOutput({ outputError: (text, write) => write(text.split('\n')[0] + '\n') })
+    .configureOutput({ outputError: (text, write) => (onError ? onError(text) : write(text.split('\n')[0] + '\n')) })
     .addHelpText(
       'after',
       '\nEnvironment:\n' +
@@ -44,21 +46,68 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** `--json` anywhere before a `--` terminator: errors then go out as JSON too. */
+function wantsJson(argv: string[]): boolean {
+  const args = argv.slice(2);
+  const end = args.indexOf('--');
+  return (end === -1 ? args : args.slice(0, end)).includes('--json');
+}
+
+/**
+ * Every failure as a TallyError with a stable code: Tally's own pass through, Postgres
+ * errors are mapped by the client's error table (SQLSTATE and the code in HINT), and
+ * anything else (a bug, a Node error) becomes `internal_error`.
+ */
+export function cliError(err: unknown): TallyError {
+  if (err instanceof TallyError) return err;
+  const mapped = toTallyError(err);
+  if (mapped.code !== 'client_error') return mapped;
+  return new TallyError('internal_error', `${errorMessage(err)} (TALLY_DEBUG=1 prints the stack)`, { cause: err });
+}
+
+/**
+ * A closed stdout (`tally --help | head -1`) ends the process quietly instead of as an
+ * unhandled EPIPE; the same for stderr.
+ */
+function quietOnEpipe(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream.listenerCount('error') > 0) continue;
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+      throw err;
+    });
+  }
+}
+
+/**
+ * Runs the CLI and returns its exit code. A failure is one line on stderr:
+ * `error [code]: message` (exit 1) or `error: message` (bad usage, exit 2). With `--json`
+ * it is one JSON object on stderr instead, `{"error":{"code":…,"message":…}}`, so stdout
+ * carries only results.
+ */
 export async function main(argv: string[] = process.argv): Promise<number> {
+  quietOnEpipe();
+  const json = wantsJson(argv);
+  const report = (code: string, message: string, plain: string) =>
+    process.stderr.write(json ? JSON.stringify({ error: { code, message } }) + '\n' : plain + '\n');
+  let commanderText: string | undefined;
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram((text) => (commanderText ??= text)).parseAsync(argv);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
       // Help and version requests end here too, with exit code 0.
-      return err.exitCode === 0 ? 0 : EXIT_USAGE;
-    }
-    if (err instanceof UsageError) {
-      process.stderr.write(`error: ${err.message}\n`);
+      if (err.exitCode === 0) return 0;
+      const message = (commanderText ?? err.message).split('\n')[0]!.replace(/^error: /, '');
+      report('invalid_usage', message, `error: ${message}`);
       return EXIT_USAGE;
     }
-    const code = err instanceof TallyError ? ` [${err.code}]` : '';
-    process.stderr.write(`error${code}: ${errorMessage(err)}\n`);
+    if (err instanceof UsageError) {
+      report(err.code, err.message, `error: ${err.message}`);
+      return EXIT_USAGE;
+    }
+    const failure = cliError(err);
+    report(failure.code, failure.message, `error [${failure.code}]: ${failure.message}`);
     if (process.env.TALLY_DEBUG) console.error(err);
     return EXIT_FAILURE;
   }

@@ -1,8 +1,10 @@
 /** `tally migrate` (apply pending migrations) and `tally sql` (print the install script). */
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { installScript, runMigrations } from '../database/migrate.ts';
+import { TallyError, UsageError, errorMessage } from '../errors.ts';
 import { log, withDatabase } from './context.ts';
 import { parseOptions } from './options.ts';
 
@@ -19,7 +21,7 @@ export function registerMigrate(program: Command): void {
     .option('--verbose', 'log every step of the migration runner')
     .action(async (raw) => {
       const options = parseOptions(migrateOptions, raw);
-      await withDatabase(options.verbose, async (db) => {
+      await withDatabase({ verbose: options.verbose, create: true }, async (db) => {
         const result = await runMigrations(db.connectionString, options.verbose ? log : undefined);
         process.stdout.write(
           result.applied.length === 0
@@ -37,8 +39,21 @@ export function registerMigrate(program: Command): void {
     .addHelpText('after', '\nApply with: tally sql | psql -v ON_ERROR_STOP=1 "$DATABASE_URL"\nA later `tally migrate` sees these migrations as applied.')
     .action(async (raw) => {
       const options = parseOptions(sqlOptions, raw);
+      if (options.output) {
+        // a folder that does not exist is a bad -o (exit 2), checked before any work
+        const folder = path.dirname(path.resolve(options.output));
+        if (!fs.existsSync(folder)) throw new UsageError(`--output: no such folder ${folder}`);
+        if (fs.existsSync(options.output) && fs.statSync(options.output).isDirectory()) throw new UsageError(`--output: ${options.output} is a folder; give a file path`);
+      }
       const script = await installScript({ transaction: options.transaction });
-      if (options.output) fs.writeFileSync(options.output, script);
-      else process.stdout.write(script);
+      if (!options.output) {
+        process.stdout.write(script);
+        return;
+      }
+      try {
+        fs.writeFileSync(options.output, script);
+      } catch (err) {
+        throw new TallyError('output_failed', `cannot write ${options.output}: ${errorMessage(err)}`, { cause: err });
+      }
     });
 }

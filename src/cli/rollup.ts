@@ -192,7 +192,7 @@ export function registerRollup(program: Command): void {
     )
     .action(async (raw) => {
       const options = parseOptions(rollupOptions, raw);
-      await withDatabase(false, (db) =>
+      await withDatabase({ schema: true }, (db) =>
         withStopSignal(
           async (signal) => {
             const progress = options.progress ? rollupProgressDisplay(process.stderr, options.recompute ? 'recomputing' : 'folding') : undefined;

@@ -16,7 +16,7 @@ const runOptions = z.strictObject({
 
 async function runService(options: z.infer<typeof runOptions>, migrate: boolean): Promise<void> {
   const signal = untilSignal();
-  await withDatabase(true, async (db) => {
+  await withDatabase({ verbose: true, create: migrate }, async (db) => {
     let version: number;
     if (migrate) {
       const result = await runMigrations(db.connectionString, options.verbose ? log : undefined);

@@ -89,7 +89,7 @@ export function registerVerify(program: Command): void {
     )
     .action(async (raw) => {
       const options = parseOptions(verifyOptions, raw);
-      await withDatabase(false, async (db) => {
+      await withDatabase({ schema: true }, async (db) => {
         const report = await verifyRollups(db.connectionString, options.from, options.to);
         process.stdout.write(options.json ? JSON.stringify(report, null, 2) + '\n' : formatVerify(report) + '\n');
         if (report.mismatches.length > 0) {

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { UsageError } from '../errors.ts';
+import { plainIssue } from './issues.ts';
 
 const postgresUrl = z
   .string()
@@ -15,7 +16,12 @@ const postgresUrl = z
     }
   }, 'must be a postgres:// or postgresql:// URL');
 
-const port = z.coerce.number().int().min(1).max(65535);
+const port = z
+  .string()
+  .trim()
+  .regex(/^\d+$/, 'must be a port number from 1 to 65535')
+  .transform(Number)
+  .pipe(z.number().min(1, 'must be a port number from 1 to 65535').max(65535, 'must be a port number from 1 to 65535'));
 
 /** Every environment variable Tally reads. docs/cli.md's configuration table lists the same. */
 const envSchema = z.object({
@@ -29,7 +35,7 @@ export interface TallyConfig {
   databaseUrl: string | undefined;
   /** Data directory of the embedded PostgreSQL (absolute). */
   dataDir: string;
-  /** Preferred port of the embedded PostgreSQL; a free one is picked when unset or taken. */
+  /** Port the embedded PostgreSQL must listen on (a taken one is an error); unset: the saved one, else a free one. */
   embeddedPort: number | undefined;
 }
 
@@ -38,7 +44,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const present = Object.fromEntries(
     Object.entries(env).filter(([key, value]) => key in envSchema.shape && value !== undefined && value !== ''),
   );
-  const parsed = envSchema.safeParse(present);
+  const parsed = envSchema.safeParse(present, { error: plainIssue });
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new UsageError(`${issue?.path.join('.') ?? 'environment'}: ${issue?.message ?? 'invalid value'}`);

@@ -23,9 +23,18 @@ import { TallyError } from '../errors.ts';
 
 export interface EmbeddedOptions {
   dataDir: string;
-  /** Preferred port; the saved one, then a free one, is used when unset or taken. */
+  /**
+   * The port the server must listen on (TALLY_EMBEDDED_PORT): taken by another process, it
+   * is an error (`embedded_port_busy`), never silently replaced. Unset: the saved port, or a
+   * free one when that is taken.
+   */
   port?: number | undefined;
   log?: (line: string) => void;
+  /**
+   * Create the cluster when dataDir has none (default true). False (read-only commands):
+   * fail with `embedded_not_created` and write nothing.
+   */
+  create?: boolean | undefined;
 }
 
 export interface EmbeddedServer {
@@ -190,18 +199,69 @@ async function canConnect(connectionString: string): Promise<boolean> {
   }
 }
 
+function portBusy(port: number): TallyError {
+  return new TallyError(
+    'embedded_port_busy',
+    `TALLY_EMBEDDED_PORT ${port} is taken by another process on 127.0.0.1; choose a free port, or unset it to let Tally pick one`,
+  );
+}
+
+function unreachableAsPostgres(dataDir: string): TallyError {
+  return new TallyError(
+    'embedded_unavailable',
+    `running as root, so PostgreSQL runs as the OS user "${SUPERUSER}", which cannot reach ${dataDir} (a parent directory is private). Set TALLY_DATA_DIR to a directory that user can reach, or set DATABASE_URL.`,
+  );
+}
+
+/**
+ * Refuses (TallyError, nothing created) a data directory the server could not use: a file
+ * in the way, a parent we cannot write, or (as root) one the server's OS user cannot
+ * traverse. Returns the topmost directory that initialising will create, if any.
+ */
+function checkDataDirUsable(dataDir: string, ids: { uid: number; gid: number } | undefined): string | undefined {
+  let existing = dataDir;
+  let created: string | undefined;
+  while (!fs.existsSync(existing)) {
+    created = existing;
+    const parent = path.dirname(existing);
+    if (parent === existing) break;
+    existing = parent;
+  }
+  if (!fs.statSync(existing).isDirectory()) {
+    throw new TallyError('embedded_unavailable', `TALLY_DATA_DIR ${dataDir}: ${existing} is not a directory`);
+  }
+  if (existing === dataDir && fs.readdirSync(dataDir).length > 0) {
+    throw new TallyError(
+      'embedded_unavailable',
+      `TALLY_DATA_DIR ${dataDir} exists and is not empty (and holds no PostgreSQL cluster); point it at a new or empty directory`,
+    );
+  }
+  try {
+    fs.accessSync(existing, fs.constants.W_OK | fs.constants.X_OK);
+  } catch {
+    throw new TallyError('embedded_unavailable', `TALLY_DATA_DIR ${dataDir}: cannot create it, ${existing} is not writable`);
+  }
+  // access(2) as the server's user checks search permission on every parent of `existing` too
+  if (ids && spawnSync('test', ['-x', existing], ids).status !== 0) throw unreachableAsPostgres(dataDir);
+  return created;
+}
+
 async function initialise(bins: Binaries, dataDir: string, ids: { uid: number; gid: number } | undefined, log: (line: string) => void): Promise<State> {
   const state: State = { port: 0, password: randomBytes(24).toString('base64url') };
+  // Everything that can refuse the directory is checked before anything is created, and
+  // what was created is removed again if initdb fails: a refused TALLY_DATA_DIR leaves no trace.
+  const created = checkDataDirUsable(dataDir, ids);
   // Parents get the default mode (the server's OS user must traverse them); the data
   // directory itself is private, as initdb requires.
   fs.mkdirSync(path.dirname(dataDir), { recursive: true });
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const removeCreated = () => {
+    if (created) fs.rmSync(created, { recursive: true, force: true });
+  };
   if (ids) fs.chownSync(dataDir, ids.uid, ids.gid);
   if (ids && spawnSync('test', ['-w', dataDir, '-a', '-x', dataDir], ids).status !== 0) {
-    throw new TallyError(
-      'embedded_unavailable',
-      `running as root, so PostgreSQL runs as the OS user "${SUPERUSER}", which cannot reach ${dataDir} (a parent directory is private). Set TALLY_DATA_DIR to a directory that user can reach, or set DATABASE_URL.`,
-    );
+    removeCreated();
+    throw unreachableAsPostgres(dataDir);
   }
   const pwfile = path.join(os.tmpdir(), `tally-pw-${randomBytes(6).toString('hex')}`);
   fs.writeFileSync(pwfile, state.password + '\n', { mode: 0o600 });
@@ -214,6 +274,7 @@ async function initialise(bins: Binaries, dataDir: string, ids: { uid: number; g
       ids,
     );
   } catch (err) {
+    removeCreated();
     throw new TallyError('embedded_failed', `initdb failed in ${dataDir}: ${(err as Error).message}`, { cause: err });
   } finally {
     fs.rmSync(pwfile, { force: true });
@@ -234,10 +295,18 @@ async function initialise(bins: Binaries, dataDir: string, ids: { uid: number; g
 export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedServer> {
   const log = options.log ?? (() => undefined);
   const dataDir = path.resolve(options.dataDir);
+  const initialised = fs.existsSync(path.join(dataDir, 'PG_VERSION'));
+  if (!initialised && options.create === false) {
+    throw new TallyError(
+      'embedded_not_created',
+      `there is no embedded database in ${dataDir} yet: \`tally start\` (or \`tally migrate\`) creates it, or set DATABASE_URL to use an existing server`,
+    );
+  }
+  // A port the user asked for that another process holds is refused before anything is created.
+  if (options.port !== undefined && runningPort(dataDir) !== options.port && !(await isPortFree(options.port))) throw portBusy(options.port);
   const bins = await loadBinaries();
   const ids = runAsIds();
 
-  const initialised = fs.existsSync(path.join(dataDir, 'PG_VERSION'));
   let state = initialised ? readState(dataDir) : await initialise(bins, dataDir, ids, log);
   if (!state) {
     throw new TallyError(
@@ -250,6 +319,12 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
   // gone (killed, or exited without stopping it), adopt it: we stop it when we are done.
   const live = runningPort(dataDir);
   if (live !== undefined && (await canConnect(urlFor(live, state.password)))) {
+    if (options.port !== undefined && options.port !== live) {
+      throw new TallyError(
+        'embedded_port_busy',
+        `TALLY_EMBEDDED_PORT is ${options.port}, but the embedded PostgreSQL on ${dataDir} is already running on port ${live}; stop it or unset TALLY_EMBEDDED_PORT`,
+      );
+    }
     const ownerAlive = state.ownerPid !== undefined && isAlive(state.ownerPid);
     log(`reusing embedded PostgreSQL already running on port ${live}${ownerAlive ? '' : ' (adopted: its starter is gone)'}`);
     if (ownerAlive) {
@@ -259,13 +334,13 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     return serverHandle(bins, ids, dataDir, live, state.password, log);
   }
 
-  const wanted = [options.port, state.port].filter((p): p is number => typeof p === 'number' && p > 0);
+  // A port the user asked for is used or refused; the saved one is only a preference.
   let port: number | undefined;
-  for (const candidate of wanted) {
-    if (await isPortFree(candidate)) {
-      port = candidate;
-      break;
-    }
+  if (options.port !== undefined) {
+    if (!(await isPortFree(options.port))) throw portBusy(options.port);
+    port = options.port;
+  } else if (state.port > 0 && (await isPortFree(state.port))) {
+    port = state.port;
   }
   port ??= await freePort();
   if (port !== state.port) {

@@ -16,7 +16,12 @@ export interface ResolvedDatabase {
   close(): Promise<void>;
 }
 
-export async function resolveDatabase(config: TallyConfig, log?: (line: string) => void): Promise<ResolvedDatabase> {
+export interface ResolveOptions {
+  /** May the embedded cluster be created if TALLY_DATA_DIR has none (default true)? */
+  create?: boolean;
+}
+
+export async function resolveDatabase(config: TallyConfig, log?: (line: string) => void, options: ResolveOptions = {}): Promise<ResolvedDatabase> {
   if (config.databaseUrl) {
     return {
       connectionString: config.databaseUrl,
@@ -25,7 +30,7 @@ export async function resolveDatabase(config: TallyConfig, log?: (line: string) 
       close: async () => undefined,
     };
   }
-  const server = await startEmbedded({ dataDir: config.dataDir, port: config.embeddedPort, log });
+  const server = await startEmbedded({ dataDir: config.dataDir, port: config.embeddedPort, log, create: options.create ?? true });
   return {
     connectionString: server.connectionString,
     kind: 'embedded',

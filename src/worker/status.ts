@@ -9,7 +9,7 @@ import { errorMessage } from '../errors.ts';
 import { migrationFiles, readSchemaVersion } from '../database/migrate.ts';
 import { JOB_SCHEDULES_VERSION, pendingChange, readSchedules, type JobSchedule, type ScheduleSource } from './overrides.ts';
 import { SCHEDULED_JOBS } from './jobs.ts';
-import { WORKER_NAME, bossInstalled, withObserver } from './worker.ts';
+import { INSTANCE_STALE_BEATS, WORKER_NAME, bossInstalled, withObserver } from './worker.ts';
 
 export interface JobStatus {
   name: string;
@@ -33,9 +33,20 @@ export interface WorkerInstance {
   host: string;
   pid: number;
   startedOn: Date;
+  /** When the worker was last seen (its last beat in pgboss.instance). */
   heartbeatOn: Date;
+  /** Seconds since then, by the database's clock. */
+  lastSeenSecondsAgo: number;
+  /** How often it beats. */
+  heartbeatSeconds: number;
+  /** Running: it beat within INSTANCE_STALE_BEATS beats (and did not stop). */
   live: boolean;
+  /** Not stopped, but silent for INSTANCE_STALE_BEATS beats or more: presumed dead (killed, or cut off). */
+  presumedDead: boolean;
 }
+
+/** A worker silent for longer than this is no longer listed (it died long ago). */
+const FORGET_DEAD_AFTER_SECONDS = 3600;
 
 export interface LedgerStatus {
   /** Rows waiting in tally.events_default (outside every monthly partition). */
@@ -106,6 +117,7 @@ export async function readStatus(connectionString: string): Promise<Status> {
   let ledger: LedgerStatus | undefined;
   let rollups: RollupStatus | undefined;
   let unpriced: UnpricedModel[] | undefined;
+  let clockOffsetMs = 0;
   try {
     schemaVersion = await readSchemaVersion(client);
     if (schemaVersion !== undefined && schemaVersion >= 3) runs = await readJobRuns(client);
@@ -116,13 +128,16 @@ export async function readStatus(connectionString: string): Promise<Status> {
     if (schemaVersion !== undefined && schemaVersion >= 12) rollups = await readRollupStatus(client);
     if (schemaVersion !== undefined) unpriced = await readUnpricedModels(client);
     bossReady = await bossInstalled(client);
+    // ages by the database's clock (heartbeats are written with it), not this machine's
+    const { rows } = await client.query<{ now: Date }>('select clock_timestamp() as now');
+    clockOffsetMs = (rows[0]?.now.getTime() ?? Date.now()) - Date.now();
   } finally {
     await client.end().catch(() => undefined);
   }
 
   const files = await migrationFiles();
   const latestVersion = files.at(-1)?.id ?? 0;
-  const pendingMigrations = files.filter((f) => f.id > (schemaVersion ?? -1)).length;
+  const pendingMigrations = files.filter((f) => f.id > (schemaVersion ?? 0)).length;
 
   let workers: WorkerInstance[] = [];
   let workerError: string | undefined;
@@ -133,9 +148,16 @@ export async function readStatus(connectionString: string): Promise<Status> {
       // `tally start` or `tally worker` does, and until then status says so.
       await withObserver(connectionString, async (boss) => {
         for (const s of await boss.getSchedules()) schedules.set(s.name, s.cron);
+        const now = Date.now() + clockOffsetMs;
         workers = (await boss.getInstances())
           .filter((i) => i.name === WORKER_NAME && i.stoppedOn === null)
-          .map((i) => ({ host: i.host, pid: i.pid, startedOn: i.startedOn, heartbeatOn: i.heartbeatOn, live: i.live }));
+          .map((i) => {
+            const lastSeenSecondsAgo = Math.max(0, Math.round((now - new Date(i.heartbeatOn).getTime()) / 1000));
+            const heartbeatSeconds = Number(i.heartbeatSeconds);
+            const presumedDead = lastSeenSecondsAgo > heartbeatSeconds * INSTANCE_STALE_BEATS;
+            return { host: i.host, pid: i.pid, startedOn: i.startedOn, heartbeatOn: i.heartbeatOn, lastSeenSecondsAgo, heartbeatSeconds, live: i.live && !presumedDead, presumedDead };
+          })
+          .filter((w) => w.lastSeenSecondsAgo <= FORGET_DEAD_AFTER_SECONDS);
       });
     } catch (err) {
       workerError = errorMessage(err);
@@ -219,13 +241,19 @@ export function formatStatus(status: Status, database: string): string {
           (status.pendingMigrations > 0 ? ` (${status.pendingMigrations} pending: run \`tally migrate\`)` : ' (up to date)'),
   );
   const live = status.workers.filter((w) => w.live);
+  const dead = status.workers.filter((w) => w.presumedDead);
   lines.push(
     status.workerError
       ? `worker:    unknown (${status.workerError}; \`tally start\` or \`tally worker\` upgrades pg-boss)`
       : live.length > 0
-      ? `worker:    ${live.length} running (${live.map((w) => `${w.host} pid ${w.pid}, up since ${w.startedOn.toISOString()}`).join('; ')})`
+      ? `worker:    ${live.length} running (${live
+          .map((w) => `${w.host} pid ${w.pid}, up since ${w.startedOn.toISOString()}, last seen ${w.lastSeenSecondsAgo} s ago`)
+          .join('; ')})`
       : 'worker:    none running (start one with `tally worker` or `tally start`)',
   );
+  for (const w of dead) {
+    lines.push(`           ${w.host} pid ${w.pid}: last seen ${w.lastSeenSecondsAgo} s ago, presumed dead (it beats every ${w.heartbeatSeconds} s; killed, or cut off from the database)`);
+  }
   if (status.ledger) {
     const { defaultPartitionRows, partitionedThrough, rejectedLastDay } = status.ledger;
     lines.push(

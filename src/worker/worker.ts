@@ -9,11 +9,16 @@ import pg from 'pg';
 import { PgBoss } from 'pg-boss';
 import { withTransaction } from '../database/transaction.ts';
 import { errorMessage } from '../errors.ts';
+import { isTransient } from '../client/errors.ts';
 import { JOB_SCHEDULE_LOCK_SQL, applyCronSchedule, readSchedules, type JobSchedule } from './overrides.ts';
 import { SCHEDULED_JOBS, type ScheduledJob } from './jobs.ts';
 
 export const BOSS_SCHEMA = 'pgboss';
 export const WORKER_NAME = 'tally-worker';
+/** How often a worker proves it is alive in pgboss.instance (pg-boss's default is 30 s). */
+export const INSTANCE_HEARTBEAT_SECONDS = 5;
+/** Missed instance beats after which `tally status` presumes a worker dead (a SIGKILL never says goodbye). */
+export const INSTANCE_STALE_BEATS = 3;
 /** How often a running job proves its worker is alive (pg-boss's minimum). */
 const HEARTBEAT_SECONDS = 10;
 
@@ -48,6 +53,9 @@ export function createBoss(connectionString: string, role: 'worker' | 'observer'
     migrate: worker,
     createSchema: worker,
     registerInstance: worker,
+    // how often a worker writes its row in pgboss.instance: `tally status` shows when each
+    // worker was last seen and presumes it dead after INSTANCE_STALE_BEATS missed beats
+    instanceHeartbeatSeconds: INSTANCE_HEARTBEAT_SECONDS,
   });
 }
 
@@ -63,49 +71,113 @@ export async function withObserver<T>(connectionString: string, fn: (boss: PgBos
   }
 }
 
-/**
- * Runs a job's SQL and records the outcome in tally.job_runs, on one connection so the
- * record is written even while the pool is shutting down. `running` holds the backend
- * pids of jobs in flight, so a stop past its timeout can cancel them. Throws if the job failed.
- */
-async function runJob(pool: pg.Pool, job: ScheduledJob, running: Set<number>): Promise<unknown> {
+/** How many times a job is tried when its connection is lost (then it fails and is recorded as failed). */
+const CONNECTION_ATTEMPTS = 5;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A pool client with an 'error' listener, so a connection cut while it is checked out fails its query instead of the process. */
+async function checkout(pool: pg.Pool): Promise<{ client: pg.PoolClient; lost: () => unknown; release: () => void }> {
   const client = await pool.connect();
-  const pid = (client as unknown as { processID: number }).processID;
-  running.add(pid);
+  let lost: unknown;
+  const onError = (err: Error) => (lost ??= err);
+  client.on('error', onError);
+  return {
+    client,
+    lost: () => lost,
+    release: () => {
+      client.off('error', onError);
+      // a broken connection is destroyed, not returned to the pool
+      client.release(lost === undefined ? undefined : lost instanceof Error ? lost : true);
+    },
+  };
+}
+
+/** The job's SQL on one connection; repeated while a backlog job reports more, within its expiry. */
+async function runSql(client: pg.PoolClient, job: ScheduledJob, startedAt: Date): Promise<unknown> {
+  let result: unknown = null;
+  const budgetEnds = startedAt.getTime() + job.expireInSeconds * 500;
+  for (let calls = 1; ; calls++) {
+    const { rows } = await client.query<{ result: unknown }>(job.sql);
+    result = rows[0]?.result ?? null;
+    // more work, unless the run stopped to wait for a transaction still writing events:
+    // calling again at once would only spin until that transaction ends
+    const report = result as { more?: unknown; waiting_for_pids?: unknown } | null;
+    const more = report?.more === true && report.waiting_for_pids === undefined;
+    if (!job.repeatWhileMore || !more || Date.now() > budgetEnds) {
+      if (job.repeatWhileMore && calls > 1 && result && typeof result === 'object') result = { ...result, calls };
+      return result;
+    }
+  }
+}
+
+const RECORD_SQL = `select tally.record_job_run(p_job => $1::text, p_started_at => $2::timestamptz, p_finished_at => $3::timestamptz,
+   p_ok => $4::boolean, p_result => $5::jsonb, p_error => $6::text)`;
+
+interface JobContext {
+  pool: pg.Pool;
+  running: Set<number>;
+  log: (line: string) => void;
+  /** True once the worker is stopping: a lost connection is then not retried. */
+  stopping: () => boolean;
+}
+
+/**
+ * Runs a job's SQL and records the outcome in tally.job_runs, on the same connection when
+ * it is still up (so the record is written even while the pool is shutting down).
+ * `running` holds the backend pids of jobs in flight, so a stop past its timeout can cancel
+ * them. A lost connection (terminated backend, server restart, network cut) never escapes as
+ * an 'error' event: the job is tried again on a new connection (every job is idempotent),
+ * up to CONNECTION_ATTEMPTS times. Throws if the job failed.
+ */
+async function runJob(ctx: JobContext, job: ScheduledJob): Promise<unknown> {
   const startedAt = new Date();
   let result: unknown = null;
   let failure: unknown;
-  try {
+  let recorded = false;
+  for (let attempt = 1; ; attempt++) {
+    failure = undefined;
+    let held: Awaited<ReturnType<typeof checkout>> | undefined;
     try {
-      // A job that works through a backlog in chunks runs again while it reports more,
-      // within its expiry (each call is its own transaction).
-      const budgetEnds = startedAt.getTime() + job.expireInSeconds * 500;
-      for (let calls = 1; ; calls++) {
-        const { rows } = await client.query<{ result: unknown }>(job.sql);
-        result = rows[0]?.result ?? null;
-        // more work, unless the run stopped to wait for a transaction still writing events:
-        // calling again at once would only spin until that transaction ends
-        const report = result as { more?: unknown; waiting_for_pids?: unknown } | null;
-        const more = report?.more === true && report.waiting_for_pids === undefined;
-        if (!job.repeatWhileMore || !more || Date.now() > budgetEnds) {
-          if (job.repeatWhileMore && calls > 1 && result && typeof result === 'object') result = { ...result, calls };
-          break;
-        }
+      held = await checkout(ctx.pool);
+      const pid = (held.client as unknown as { processID: number }).processID;
+      ctx.running.add(pid);
+      try {
+        result = await runSql(held.client, job, startedAt);
+      } catch (err) {
+        failure = err;
+      } finally {
+        ctx.running.delete(pid); // done running: a stop past its deadline must not cancel the record below
+      }
+      if (failure === undefined || !isTransient(failure)) {
+        await held.client.query(RECORD_SQL, recordArgs(job, startedAt, result, failure));
+        recorded = true;
       }
     } catch (err) {
-      failure = err;
+      // the connection failed outside the job's SQL (connect, or the record): same as a lost run
+      failure ??= err;
+    } finally {
+      held?.release();
     }
-    running.delete(pid); // done running: a stop past its deadline must not cancel the record below
-    await client.query(
-      `select tally.record_job_run(p_job => $1::text, p_started_at => $2::timestamptz, p_finished_at => $3::timestamptz,
-         p_ok => $4::boolean, p_result => $5::jsonb, p_error => $6::text)`,
-      [job.name, startedAt, new Date(), failure === undefined, JSON.stringify(result), failure === undefined ? null : errorMessage(failure)],
-    );
-  } finally {
-    client.release();
+    if (recorded || !isTransient(failure) || attempt >= CONNECTION_ATTEMPTS || ctx.stopping()) break;
+    ctx.log(`job ${job.name}: connection lost (${errorMessage(failure)}); trying again (${attempt + 1} of ${CONNECTION_ATTEMPTS})`);
+    await sleep(Math.min(attempt, 5) * 1000);
+    if (ctx.stopping()) break; // stopped meanwhile: record the failure, do not start again
+  }
+  if (!recorded) {
+    // the run itself could not finish (or record) on a connection: record the failure on a new one
+    try {
+      await ctx.pool.query(RECORD_SQL, recordArgs(job, startedAt, result, failure));
+    } catch (err) {
+      ctx.log(`job ${job.name}: could not record the run in tally.job_runs: ${errorMessage(err)}`);
+    }
   }
   if (failure !== undefined) throw failure;
   return result;
+}
+
+function recordArgs(job: ScheduledJob, startedAt: Date, result: unknown, failure: unknown): unknown[] {
+  const ok = failure === undefined;
+  return [job.name, startedAt, new Date(), ok, JSON.stringify(result), ok ? null : errorMessage(failure)];
 }
 
 /** Cancels the queries of jobs still running (they then record themselves as failed). */
@@ -203,6 +275,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   let applyRetry: NodeJS.Timeout | undefined;
   let stopping: Promise<void> | undefined;
   boss.on('error', (err: Error) => log(`pg-boss: ${err.message}`));
+  const ctx: JobContext = { pool, running, log, stopping: () => stopping !== undefined };
 
   try {
     await boss.start();
@@ -229,7 +302,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       if (schedule.kind === 'interval') offers.push(offerEveryInterval(pool, boss, schedule, log));
       await boss.work(job.name, { pollingIntervalSeconds: 2 }, async () => {
         try {
-          return await runJob(pool, job, running);
+          return await runJob(ctx, job);
         } catch (err) {
           log(`job ${job.name} failed: ${errorMessage(err)}`);
           throw err;
@@ -263,7 +336,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     runNow(name) {
       const job = SCHEDULED_JOBS.find((j) => j.name === name);
       if (!job) throw new Error(`unknown job ${name}`);
-      return runJob(pool, job, running);
+      return runJob(ctx, job);
     },
     stop(timeoutMs = 30_000) {
       stopping ??= (async () => {
