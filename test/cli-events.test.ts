@@ -68,6 +68,23 @@ describe('tally events record', () => {
     expect(await count("select count(*) as n from tally.events where account_id = $1 and idempotency_key like 'stdin-%'", [account])).toBe(2);
   });
 
+  it('--account fills in account_id for the items that name no tenant; a malformed one is usage (exit 2)', async () => {
+    const other = (await runCli(['accounts', 'create', 'Other Co'], env)).stdout.trim();
+    const batch = JSON.stringify([
+      { event_type: 'api_call', idempotency_key: 'acct-1' },
+      { account_id: other, event_type: 'api_call', idempotency_key: 'acct-2' },
+    ]);
+    const result = await runCli(['events', 'record', '--account', account, batch, '--json'], env);
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual({ accepted: 2, duplicates: 0, rejected: [] });
+    const { rows } = await db.pool.query("select idempotency_key, account_id from tally.events where idempotency_key like 'acct-%' order by 1");
+    expect(rows).toEqual([{ idempotency_key: 'acct-1', account_id: account }, { idempotency_key: 'acct-2', account_id: other }]);
+
+    const bad = await runCli(['events', 'record', '--account', 'acme', '{"event_type": "api_call"}'], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim()).toBe('error: --account: must be a UUID');
+  });
+
   it('an unknown account is refused with account_not_found', async () => {
     const result = await runCli(['events', 'record', JSON.stringify({ account_id: '00000000-0000-4000-8000-000000000000', event_type: 'api_call' }), '--json'], env);
     expect(result.code).toBe(0);

@@ -72,9 +72,9 @@ describe('tally run', () => {
 
 describe('help of the newcomer commands', () => {
   it.each([
-    ['url'], ['psql'], ['accounts'], ['accounts', 'create'], ['accounts', 'list'], ['keys'], ['keys', 'create'], ['keys', 'list'], ['keys', 'revoke'],
-    ['events'], ['events', 'record'], ['demo'], ['run'],
-  ])('tally %s --help: exit 0, usage on stdout', async (...command) => {
+    'url', 'psql', 'accounts', 'accounts create', 'accounts list', 'keys', 'keys create', 'keys list', 'keys revoke', 'events', 'events record', 'demo', 'run',
+  ])('tally %s --help: exit 0, usage on stdout', async (name) => {
+    const command = name.split(' ');
     const result = await runCli([...command, '--help'], cleanEnv());
     expect(result.code).toBe(0);
     expect(result.stdout).toContain(`Usage: tally ${command.join(' ')}`);
