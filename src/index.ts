@@ -9,7 +9,7 @@ export { formatStatus, readStatus, type Status } from './worker/status.ts';
 export { startWorker, type Worker } from './worker/worker.ts';
 export { createTally, tallyApi, type Tally, type TallyApi, type TallyOptions } from './client/client.ts';
 export type { Account, AccountMember } from './client/accounts.ts';
-export type { CreatedApiKey, VerifiedApiKey } from './client/api-keys.ts';
+export type { ApiKey, CreatedApiKey, VerifiedApiKey } from './client/api-keys.ts';
 export { EVENT_FIELDS, toWireEvent, type UsageEvent } from './client/events.ts';
 export type { EnsurePartitionsResult, PurgeResult, Setting } from './client/maintenance.ts';
 export type { AttachedMeter, MeterMapping } from './client/meters.ts';

@@ -8,9 +8,15 @@ import { TallyError, UsageError, errorMessage } from '../errors.ts';
 import { toTallyError } from '../client/errors.ts';
 import { TALLY_VERSION } from '../version.ts';
 import { EXIT_FAILURE, EXIT_USAGE } from './context.ts';
+import { registerAccounts } from './accounts.ts';
+import { registerConnect } from './connect.ts';
+import { registerDemo } from './demo.ts';
+import { registerEvents } from './events.ts';
 import { registerImport } from './import.ts';
+import { registerKeys } from './keys.ts';
 import { registerMigrate } from './migrate.ts';
 import { registerRollup } from './rollup.ts';
+import { registerRun } from './run.ts';
 import { registerSchedule } from './schedule.ts';
 import { registerService } from './service.ts';
 import { registerStatus } from './status.ts';
@@ -43,6 +49,12 @@ export function buildProgram(onError?: (text: string) => void): Command {
   registerRollup(program);
   registerSchedule(program);
   registerImport(program);
+  registerRun(program);
+  registerConnect(program);
+  registerAccounts(program);
+  registerKeys(program);
+  registerEvents(program);
+  registerDemo(program);
   return program;
 }
 

@@ -35,7 +35,7 @@ tally-rollups in the setting rollups.interval), so it survives restarts and upgr
   tally schedule list [--json]               every job: schedule, source, default, next and last run
   tally schedule set JOB SCHEDULE            a cron job: five fields, UTC, quoted: '*/5 * * * *'
                                              tally-rollups: an interval, e.g. 5s or '30 seconds' (1 s to 1 h)
-  tally schedule disable JOB                 stop scheduling it (it can still be run by hand)
+  tally schedule disable JOB                 stop scheduling it (\`tally run JOB\` still runs it)
   tally schedule enable JOB                  schedule it again, with its override if it has one
   tally schedule reset JOB                   the default schedule, enabled
 
@@ -423,7 +423,7 @@ export function registerSchedule(program: Command): void {
     'disable',
     'stop scheduling a job (its override, if any, is kept for enable)',
     '\nThe job is no longer scheduled (running workers stop within a minute; the interval job at its next tick),\n' +
-      'but its queue is still worked, so it can still be run by hand. `tally schedule enable JOB` undoes it.',
+      'but its queue is still worked, so it can still be run by hand (`tally run JOB`). `tally schedule enable JOB` undoes it.',
   );
   change('enable', 'schedule a disabled job again, on its override if it has one, else its default', '\nUndoes `tally schedule disable JOB`.');
   change(

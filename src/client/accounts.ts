@@ -1,6 +1,6 @@
-/** Accounts and their members: tally.create_account, update_account, set/remove_account_member, has_role_on_account. */
+/** Accounts and their members: tally.create_account, update_account, set/remove_account_member, has_role_on_account; the accounts list. */
 import { z } from 'zod';
-import { callRow, callValue, parseInput, type Queryable } from './sql.ts';
+import { callRow, callValue, parseInput, selectRows, type Queryable } from './sql.ts';
 import { role, timestamp, uuid, type Role } from './schemas.ts';
 
 const accountRow = z
@@ -42,6 +42,7 @@ const updateAccountInput = z.strictObject({
 const memberInput = z.strictObject({ accountId: uuid, userId: uuid });
 const setMemberInput = memberInput.extend({ role });
 const hasRoleInput = z.strictObject({ accountId: uuid, role: role.optional() });
+const listAccountsInput = z.strictObject({ externalId: z.string().optional() });
 
 export function accountsApi(q: Queryable) {
   return {
@@ -121,6 +122,22 @@ export function accountsApi(q: Queryable) {
           ['p_role', p.role, 'text'],
         ],
         z.boolean(),
+      );
+    },
+
+    /**
+     * The accounts the caller may see (all of them for a service; a signed-in user's own
+     * through row-level security), oldest first; `externalId` picks the one with that key.
+     */
+    async listAccounts(input: { externalId?: string } = {}): Promise<Account[]> {
+      const p = parseInput('listAccounts', listAccountsInput, input);
+      return selectRows(
+        q,
+        'listAccounts',
+        `select a.id, a.name, a.external_id, a.timezone, a.created_at, a.updated_at from tally.accounts a
+          where ($1::text is null or a.external_id = $1::text) order by a.created_at, a.id`,
+        [p.externalId ?? null],
+        accountRow,
       );
     },
   };

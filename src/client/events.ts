@@ -133,6 +133,20 @@ export function recordEventsJson(q: Queryable, eventsJson: string): Promise<Inge
   return callValue(q, 'record_events', [['p_events', eventsJson, 'jsonb']], ingestResult);
 }
 
+/** import_events on a JSON array already serialised (wire form): refused items kept under source 'import:<source>'. */
+export function importEventsJson(q: Queryable, eventsJson: string, source: string, firstIndex?: number | bigint): Promise<IngestResult> {
+  return callValue(
+    q,
+    'import_events',
+    [
+      ['p_events', eventsJson, 'jsonb'],
+      ['p_source', source, 'text'],
+      ['p_first_index', firstIndex?.toString(), 'bigint'],
+    ],
+    ingestResult,
+  );
+}
+
 export function eventsApi(q: Queryable) {
   return {
     /**
@@ -166,16 +180,7 @@ export function eventsApi(q: Queryable) {
         }),
         input,
       );
-      return callValue(
-        q,
-        'import_events',
-        [
-          ['p_events', JSON.stringify(parsed.events.map(toWireEvent)), 'jsonb'],
-          ['p_source', parsed.source, 'text'],
-          ['p_first_index', parsed.firstIndex?.toString(), 'bigint'],
-        ],
-        ingestResult,
-      );
+      return importEventsJson(q, JSON.stringify(parsed.events.map(toWireEvent)), parsed.source, parsed.firstIndex);
     },
   };
 }

@@ -130,3 +130,12 @@ export async function callRows<S extends z.ZodType>(
   const { rows } = await run(q, `select * from ${call}`, values, options);
   return rows.map((row) => parseOrThrow(fn, schema, row));
 }
+
+/**
+ * A read of Tally's own tables (for the lists no function returns): `text` is a constant of
+ * the calling wrapper, every value a parameter, every row parsed.
+ */
+export async function selectRows<S extends z.ZodType>(q: Queryable, operation: string, text: string, values: unknown[], schema: S): Promise<z.output<S>[]> {
+  const { rows } = await run(q, text, values);
+  return rows.map((row) => parseOrThrow(operation, schema, row));
+}

@@ -384,3 +384,34 @@ function serverHandle(
     },
   };
 }
+
+/** The superuser of the embedded cluster (initdb --username); its password is in tally-embedded.json. */
+export const EMBEDDED_SUPERUSER = SUPERUSER;
+
+export interface EmbeddedInfo {
+  dataDir: string;
+  /** A cluster Tally created exists in dataDir. */
+  initialised: boolean;
+  /** A server is running on dataDir and accepts the saved password. */
+  running: boolean;
+  /** The port it runs on, or (not running) the port it will try first next time. */
+  port: number | undefined;
+  /** Its URL: the live one when running, else the one it gets if that port is free at the next start. */
+  connectionString: string | undefined;
+}
+
+/**
+ * What is in dataDir, without starting, creating or adopting anything: whether a Tally
+ * cluster exists, whether its server is running, and its URL (password included).
+ */
+export async function inspectEmbedded(dataDirOption: string): Promise<EmbeddedInfo> {
+  const dataDir = path.resolve(dataDirOption);
+  const initialised = fs.existsSync(path.join(dataDir, 'PG_VERSION'));
+  const state = initialised ? readState(dataDir) : undefined;
+  if (!state) return { dataDir, initialised: false, running: false, port: undefined, connectionString: undefined };
+  const live = runningPort(dataDir);
+  if (live !== undefined && (await canConnect(urlFor(live, state.password)))) {
+    return { dataDir, initialised, running: true, port: live, connectionString: urlFor(live, state.password) };
+  }
+  return { dataDir, initialised, running: false, port: state.port || undefined, connectionString: state.port ? urlFor(state.port, state.password) : undefined };
+}

@@ -356,3 +356,18 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     },
   };
 }
+
+/**
+ * Runs one scheduled job now, outside pg-boss, the way the worker runs it (chunks while it
+ * reports more, the outcome recorded in tally.job_runs, so `tally status` shows the run).
+ * Returns the job's result; throws what the job raised.
+ */
+export async function runJobNow(connectionString: string, job: ScheduledJob, log: (line: string) => void = () => undefined): Promise<unknown> {
+  const pool = new pg.Pool({ connectionString, max: 1, application_name: 'tally-run' });
+  pool.on('error', () => undefined);
+  try {
+    return await runJob({ pool, running: new Set(), log, stopping: () => false }, job);
+  } finally {
+    await pool.end().catch(() => undefined);
+  }
+}
