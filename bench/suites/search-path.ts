@@ -4,7 +4,7 @@
  * with the helpers as they were before the pin (no search_path, so `language sql` ones can
  * be inlined) and as migrated (pinned), alternating the two states round by round.
  *
- *   record_events         1,000-event batches through tally.record_events (events/s)
+ *   record_events         1,000-event batches through tally.record_events (events/s, median batch)
  *   run_rollups           folding those events into the three grains (events/s)
  *   <view>_service        a day of tally.usage_<grain>_live for one account, read by a service
  *                         caller, with an unfolded tail of TAIL events (ms, median)
@@ -14,8 +14,8 @@
  * Two databases on one server: "unpinned" has every migration but the pin migration
  * (*_pin-every-search-path.sql: the helpers as they were, unpinned, `language sql`), "pinned"
  * has all of them (helpers pinned, the hot ones rewritten). Rounds alternate between the two.
- * Sizes: BENCH_SEARCH_PATH_EVENTS per round (default 10,000), BENCH_SEARCH_PATH_TAIL (default
- * 5,000), BENCH_SEARCH_PATH_ROUNDS (3).
+ * Sizes: BENCH_SEARCH_PATH_EVENTS per round (default 20,000), BENCH_SEARCH_PATH_TAIL (default
+ * 5,000), BENCH_SEARCH_PATH_ROUNDS (5).
  */
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -26,16 +26,16 @@ import { migrate } from 'postgres-migrations';
 import { MIGRATIONS_DIR, runMigrations } from '../../src/database/migrate.ts';
 import { median, type BenchResult, type BenchSuite } from '../lib.ts';
 
-const EVENTS = Number(process.env.BENCH_SEARCH_PATH_EVENTS ?? 10_000);
+const EVENTS = Number(process.env.BENCH_SEARCH_PATH_EVENTS ?? 20_000);
 const TAIL = Number(process.env.BENCH_SEARCH_PATH_TAIL ?? 5_000);
-const ROUNDS = Number(process.env.BENCH_SEARCH_PATH_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_SEARCH_PATH_ROUNDS ?? 5);
 const READS = 7;
 const BATCH = 1_000;
 
 const PIN_MIGRATION = /_pin-every-search-path\.sql$/;
 
 /** Installs every migration except the pin migration, the way `tally migrate` does. */
-async function migrateUnpinned(url: string): Promise<void> {
+export async function migrateUnpinned(url: string): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-unpinned-'));
   try {
     const files = fs.readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith('.sql'));
@@ -146,34 +146,41 @@ export const suite: BenchSuite = {
         ['usage_monthly_live', "select * from tally.usage_monthly_live where account_id = $1 and bucket >= date_trunc('month', now())::date - 31"],
       ];
 
+      const order = (k: number): State[] => (k % 2 === 0 ? ['unpinned', 'pinned'] : ['pinned', 'unpinned']);
       for (let round = 0; round < ROUNDS; round++) {
-        for (const state of (round % 2 === 0 ? ['unpinned', 'pinned'] : ['pinned', 'unpinned']) as State[]) {
-          const side = sides[state];
-          const tag = `${round}-${randomUUID().slice(0, 8)}`;
-          const batch = events(EVENTS, side.accounts, tag);
-          const ingestStart = performance.now();
-          for (let i = 0; i < batch.length; i += BATCH) {
-            await side.pool.query('select tally.record_events($1::jsonb)', [JSON.stringify(batch.slice(i, i + BATCH))]);
+        // ingest: the two sides take turns batch by batch, so both see the same machine
+        const tag = `${round}-${randomUUID().slice(0, 8)}`;
+        const batches = { unpinned: events(EVENTS, sides.unpinned.accounts, tag), pinned: events(EVENTS, sides.pinned.accounts, tag) };
+        for (let i = 0, k = 0; i < EVENTS; i += BATCH, k++) {
+          for (const state of order(k)) {
+            const start = performance.now();
+            await sides[state].pool.query('select tally.record_events($1::jsonb)', [JSON.stringify(batches[state].slice(i, i + BATCH))]);
+            add(`record_events_${state}`, Math.min(BATCH, EVENTS - i) / ((performance.now() - start) / 1000));
           }
-          add(`record_events_${state}`, EVENTS / ((performance.now() - ingestStart) / 1000));
+        }
+        for (const state of order(round)) {
+          const side = sides[state];
           const rollStart = performance.now();
           await rollAll(side);
           add(`run_rollups_${state}`, EVENTS / ((performance.now() - rollStart) / 1000));
-
           const tail = events(TAIL, side.accounts, `${tag}-tail`);
           for (let i = 0; i < tail.length; i += BATCH) {
             await side.pool.query('select tally.record_events($1::jsonb)', [JSON.stringify(tail.slice(i, i + BATCH))]);
           }
-          for (let r = 0; r < READS; r++) {
+        }
+        // reads: the two sides take turns read by read
+        for (let r = 0; r < READS; r++) {
+          for (const state of order(r)) {
+            const side = sides[state];
             for (const [view, sql] of reads) {
               add(`${view}_service_${state}`, await asService(side, sql, [side.accounts[0]]));
               add(`${view}_member_${state}`, await asMember(side, sql, [side.accounts[0]]));
             }
             add(`usage_daily_member_${state}`, await asMember(side, 'select * from tally.usage_daily where bucket >= current_date - 31', []));
           }
-          await rollAll(side);
-          ctx.log(`round ${round + 1}/${ROUNDS} ${state} done`);
         }
+        for (const state of order(round)) await rollAll(sides[state]);
+        ctx.log(`round ${round + 1}/${ROUNDS} done`);
       }
 
       const results: BenchResult[] = [];
