@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigrations } from '../src/database/migrate.ts';
 import { emptyDatabase, type TestDatabase } from './helpers/db.ts';
-import { migrateOnly } from './helpers/partial-migrate.ts';
+import { migrateBefore } from './helpers/partial-migrate.ts';
 import { as, createUser, service, user } from './helpers/personas.ts';
 
 let db: TestDatabase;
@@ -16,7 +16,7 @@ beforeAll(async () => {
   db = await emptyDatabase();
   // the schema as it was: every migration numbered before the one that moves the hashes
   const move = (await import('node:fs')).readdirSync(new URL('../db/migrations/', import.meta.url)).find((f) => f.endsWith('_api-key-secrets.sql'))!;
-  await migrateOnly(db.url, (f) => f < move);
+  await migrateBefore(db.url, move);
   owner = await createUser(db.pool);
   account = await as(db.pool, service, async (c) => (await c.query('select id from tally.create_account(p_name => $1, p_owner_id => $2)', ['Old', owner])).rows[0].id);
   before = await as(db.pool, service, async (c) => (await c.query("select id, secret from tally.create_api_key($1, 'from before')", [account])).rows[0]);

@@ -1,6 +1,6 @@
 /**
  * The cost of pinning every function's search_path (Supabase lint
- * function_search_path_mutable), measured side by side on one database: each hot path runs
+ * function_search_path_mutable), measured side by side on one server: each hot path runs
  * with the helpers as they were before the pin (no search_path, so `language sql` ones can
  * be inlined) and as migrated (pinned), alternating the two states round by round.
  *
@@ -12,7 +12,8 @@
  *   usage_daily_member    a RLS-filtered read of the tally.usage_daily table by a member
  *
  * Two databases on one server: "unpinned" has every migration but the pin migration
- * (*_pin-every-search-path.sql: the helpers as they were, unpinned, `language sql`), "pinned"
+ * (*_pin-every-search-path.sql, replaced by a no-op: the helpers as they were, unpinned,
+ * `language sql`), "pinned"
  * has all of them (helpers pinned, the hot ones rewritten). Rounds alternate between the two.
  * Sizes: BENCH_SEARCH_PATH_EVENTS per round (default 20,000), BENCH_SEARCH_PATH_TAIL (default
  * 5,000), BENCH_SEARCH_PATH_ROUNDS (5).
@@ -34,13 +35,19 @@ const BATCH = 1_000;
 
 const PIN_MIGRATION = /_pin-every-search-path\.sql$/;
 
-/** Installs every migration except the pin migration, the way `tally migrate` does. */
+/**
+ * Installs every migration, the pin migration replaced by a no-op (postgres-migrations wants
+ * consecutive ids), the way `tally migrate` does.
+ */
 export async function migrateUnpinned(url: string): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-unpinned-'));
   try {
     const files = fs.readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith('.sql'));
     if (!files.some((f) => PIN_MIGRATION.test(f))) throw new Error('no *_pin-every-search-path.sql migration');
-    for (const f of files) if (!PIN_MIGRATION.test(f)) fs.copyFileSync(path.join(MIGRATIONS_DIR, f), path.join(dir, f));
+    for (const f of files) {
+      if (PIN_MIGRATION.test(f)) fs.writeFileSync(path.join(dir, f), 'SELECT 1; -- the pin migration, left out for the baseline\n');
+      else fs.copyFileSync(path.join(MIGRATIONS_DIR, f), path.join(dir, f));
+    }
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     try {

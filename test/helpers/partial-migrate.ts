@@ -1,7 +1,7 @@
 /**
- * Installs only some of the migrations (those `keep` accepts), the way `tally migrate`
- * does, so a test can put data in an older schema and then apply the rest with
- * runMigrations.
+ * Installs the migrations whose file names sort before `fileName` (postgres-migrations wants
+ * consecutive ids, so always a prefix), the way `tally migrate` does, so that a test can put
+ * data in an older schema and then apply the rest with runMigrations.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -10,10 +10,10 @@ import pg from 'pg';
 import { migrate } from 'postgres-migrations';
 import { MIGRATIONS_DIR } from '../../src/database/migrate.ts';
 
-export async function migrateOnly(url: string, keep: (fileName: string) => boolean): Promise<void> {
+export async function migrateBefore(url: string, fileName: string): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tally-partial-'));
   try {
-    for (const f of fs.readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith('.sql') && keep(f))) {
+    for (const f of fs.readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith('.sql') && f < fileName)) {
       fs.copyFileSync(path.join(MIGRATIONS_DIR, f), path.join(dir, f));
     }
     const client = new pg.Client({ connectionString: url });
