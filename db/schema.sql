@@ -36,6 +36,7 @@ COMMENT ON SCHEMA tally IS 'Tally: Postgres-native usage metering and usage anal
 
 CREATE FUNCTION auth.jwt() RETURNS jsonb
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
         select coalesce(
           nullif(current_setting('request.jwt.claim', true), ''),
@@ -55,6 +56,7 @@ COMMENT ON FUNCTION auth.jwt() IS 'The claims of the request JWT (request.jwt.cl
 
 CREATE FUNCTION auth.role() RETURNS text
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
         select coalesce(
           nullif(current_setting('request.jwt.claim.role', true), ''),
@@ -74,6 +76,7 @@ COMMENT ON FUNCTION auth.role() IS 'The role claim of the request JWT (request.j
 
 CREATE FUNCTION auth.uid() RETURNS uuid
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
         select coalesce(
           nullif(current_setting('request.jwt.claim.sub', true), ''),
@@ -86,6 +89,90 @@ CREATE FUNCTION auth.uid() RETURNS uuid
 --
 
 COMMENT ON FUNCTION auth.uid() IS 'The sub claim of the request JWT (request.jwt.claims), as Supabase defines it.';
+
+--
+-- Name: _apply_rollup_metrics(); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._apply_rollup_metrics() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  v_g record;
+  v_m record;
+BEGIN
+  FOR v_g IN SELECT * FROM tally._rollup_grains() ORDER BY ord LOOP
+    FOR v_m IN
+      SELECT m.* FROM tally._rollup_metrics() m
+      WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute at
+                        WHERE at.attrelid = format('tally.%I', v_g.table_name)::regclass
+                          AND at.attname = m.name AND NOT at.attisdropped)
+      ORDER BY m.ord
+    LOOP
+      IF v_m.combine <> 'sum' THEN
+        RAISE EXCEPTION 'adding a % metric (%) needs its own migration', v_m.combine, v_m.name;
+      END IF;
+      EXECUTE format('ALTER TABLE tally.%I ADD COLUMN %I %s NOT NULL DEFAULT 0', v_g.table_name, v_m.name, v_m.sql_type);
+    END LOOP;
+    EXECUTE format('CREATE OR REPLACE VIEW tally.%I WITH (security_invoker = true) AS %s',
+                   v_g.table_name || '_live', tally._live_view_sql(v_g.grain));
+  END LOOP;
+END
+$$;
+
+--
+-- Name: FUNCTION _apply_rollup_metrics(); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._apply_rollup_metrics() IS 'Migration helper: adds the columns of new sum metrics of tally._rollup_metrics() to usage_hourly/daily/monthly (NOT NULL DEFAULT 0) and regenerates the three *_live views from the lists.';
+
+--
+-- Name: _backfill_rollup_metric(text); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._backfill_rollup_metric(p_metric text) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "DateStyle" TO 'ISO'
+    SET "TimeZone" TO 'UTC'
+    AS $_$
+DECLARE
+  v_m      record;
+  v_g      record;
+  v_n      bigint;
+  v_counts jsonb := '{}';
+BEGIN
+  SELECT * INTO v_m FROM tally._rollup_metrics() m WHERE m.name = p_metric AND m.combine = 'sum';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no sum metric %', p_metric;
+  END IF;
+  PERFORM pg_advisory_xact_lock(hashtext('tally.run_rollups'));
+  FOR v_g IN SELECT * FROM tally._rollup_grains() ORDER BY ord LOOP
+    EXECUTE format($q$
+      UPDATE tally.%1$I u SET %2$I = s.v
+      FROM (
+        SELECT e.account_id, %3$s AS bucket, %4$s AS dim_key, %5$s AS v
+        FROM tally.events e JOIN tally.accounts a ON a.id = e.account_id
+        WHERE e.id <= (SELECT s.watermark FROM tally.rollup_state s)
+          AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+        GROUP BY 1, 2, 3
+      ) s
+      WHERE u.account_id = s.account_id AND u.bucket = s.bucket AND u.dim_key = s.dim_key
+        AND u.%2$I IS DISTINCT FROM s.v$q$,
+      v_g.table_name, v_m.name, v_g.event_bucket, tally._dim_key_sql('e'), v_m.group_value);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_counts := v_counts || jsonb_build_object(v_g.grain, v_n);
+  END LOOP;
+  RETURN v_counts;
+END
+$_$;
+
+--
+-- Name: FUNCTION _backfill_rollup_metric(p_metric text); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._backfill_rollup_metric(p_metric text) IS 'Migration helper: sets a new sum metric of every stored usage_hourly/daily/monthly row from the folded raw events (id <= watermark, not voided) and returns the rows changed per grain; rows whose raw events are past retention keep the default.';
 
 --
 -- Name: _caller_is_service(); Type: FUNCTION; Schema: tally; Owner: -
@@ -258,22 +345,47 @@ COMMENT ON FUNCTION tally._create_events_partition(p_month timestamp with time z
 --
 
 CREATE FUNCTION tally._dim_key(p_api_key_id uuid, p_event_type text, p_provider text, p_model text, p_endpoint text, p_file_type text) RETURNS uuid
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-    select pg_catalog.md5(pg_catalog.concat_ws('|',
-      coalesce(p_api_key_id::text, '-'),
-      coalesce(pg_catalog.length(p_event_type) || ':' || p_event_type, '-'),
-      coalesce(pg_catalog.length(p_provider) || ':' || p_provider, '-'),
-      coalesce(pg_catalog.length(p_model) || ':' || p_model, '-'),
-      coalesce(pg_catalog.length(p_endpoint) || ':' || p_endpoint, '-'),
-      coalesce(pg_catalog.length(p_file_type) || ':' || p_file_type, '-')))::uuid
-  $$;
+BEGIN
+  RETURN pg_catalog.md5(pg_catalog.concat_ws('|',
+    coalesce(p_api_key_id::text, '-'),
+    coalesce(pg_catalog.length(p_event_type) || ':' || p_event_type, '-'),
+    coalesce(pg_catalog.length(p_provider) || ':' || p_provider, '-'),
+    coalesce(pg_catalog.length(p_model) || ':' || p_model, '-'),
+    coalesce(pg_catalog.length(p_endpoint) || ':' || p_endpoint, '-'),
+    coalesce(pg_catalog.length(p_file_type) || ':' || p_file_type, '-')))::uuid;
+END
+$$;
 
 --
 -- Name: FUNCTION _dim_key(p_api_key_id uuid, p_event_type text, p_provider text, p_model text, p_endpoint text, p_file_type text); Type: COMMENT; Schema: tally; Owner: -
 --
 
 COMMENT ON FUNCTION tally._dim_key(p_api_key_id uuid, p_event_type text, p_provider text, p_model text, p_endpoint text, p_file_type text) IS 'The key of a dimension tuple (api_key_id, event_type, provider, model, endpoint, file_type) in the rollup tables, absent values included; one row per bucket and key.';
+
+--
+-- Name: _dim_key_sql(text); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._dim_key_sql(p_alias text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    select format('pg_catalog.md5(pg_catalog.concat_ws(''|'', coalesce(%1$I.api_key_id::text, ''-''), '
+                  'coalesce(pg_catalog.length(%1$I.event_type) || '':'' || %1$I.event_type, ''-''), '
+                  'coalesce(pg_catalog.length(%1$I.provider) || '':'' || %1$I.provider, ''-''), '
+                  'coalesce(pg_catalog.length(%1$I.model) || '':'' || %1$I.model, ''-''), '
+                  'coalesce(pg_catalog.length(%1$I.endpoint) || '':'' || %1$I.endpoint, ''-''), '
+                  'coalesce(pg_catalog.length(%1$I.file_type) || '':'' || %1$I.file_type, ''-'')))::uuid', p_alias)
+  $_$;
+
+--
+-- Name: FUNCTION _dim_key_sql(p_alias text); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._dim_key_sql(p_alias text) IS 'The expression of tally._dim_key over the dimension columns of the given alias (for generated SQL).';
 
 --
 -- Name: _events_writers(text[]); Type: FUNCTION; Schema: tally; Owner: -
@@ -316,9 +428,11 @@ CREATE FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_g
 DECLARE
   v_from      text;
   v_where     text;
-  v_slots     text;  -- base: the 42 filtered counts h0..h41
-  v_sums      text;  -- a grain: ARRAY[sum(h0), ..., sum(h41)]
-  v_merge     text;  -- on conflict: the stored histogram plus the new one, slot by slot
+  v_columns   text;  -- the event columns the metrics read
+  v_base      text;  -- the pass over the events: each metric's group value (histograms: 42 slot counts)
+  v_insert    text;  -- a grain's column list
+  v_select    text;  -- a grain: the metrics combined over the pass's groups
+  v_merge     text;  -- on conflict: the stored row combined with the new one
   v_upserts   text;
   v_events    bigint;
 BEGIN
@@ -335,49 +449,49 @@ BEGIN
     v_from := 'unnest($3, $4, $5, $6) AS r(account_id, range_from, range_to, bucket)'
               ' JOIN tally.events e ON e.account_id = r.account_id AND e.occurred_at >= r.range_from AND e.occurred_at < r.range_to'
               ' JOIN tally.accounts a ON a.id = e.account_id';
-    v_where := 'e.id <= $2 AND ' || CASE p_grains[1]
-      WHEN 'hourly' THEN 'date_trunc(''hour'', e.occurred_at, ''UTC'') = r.bucket::timestamptz'
-      WHEN 'daily' THEN '(e.occurred_at AT TIME ZONE a.timezone)::date = r.bucket::date'
-      ELSE 'date_trunc(''month'', e.occurred_at AT TIME ZONE a.timezone)::date = r.bucket::date' END;
+    SELECT format('e.id <= $2 AND %s = r.bucket::%s', g.event_bucket, g.bucket_type) INTO v_where
+    FROM tally._rollup_grains() g WHERE g.grain = p_grains[1];
+    IF v_where IS NULL THEN
+      RAISE EXCEPTION 'unknown grain %', p_grains[1];
+    END IF;
   ELSE
     RAISE EXCEPTION 'unknown fold source %', p_source;
   END IF;
 
-  -- slot k (0-based) holds what width_bucket(latency_ms, tally.latency_buckets()) puts
-  -- there: [bounds[k], bounds[k+1]), slot 0 below bounds[1], slot 41 from bounds[41] on.
-  -- Plain comparisons with constants: the cheapest test an executor can do 42 times a row.
-  SELECT string_agg(format('count(*) FILTER (WHERE %s) AS h%s',
-                           concat_ws(' AND ', CASE WHEN k > 0 THEN format('w.latency_ms >= %s', b[k]) END,
-                                              CASE WHEN k < 41 THEN format('w.latency_ms < %s', b[k + 1]) END), k), ', ' ORDER BY k),
-         'ARRAY[' || string_agg(format('sum(b.h%s)::bigint', k), ', ' ORDER BY k) || ']',
-         'ARRAY[' || string_agg(format('u.latency_hist[%s] + excluded.latency_hist[%s]', k + 1, k + 1), ', ' ORDER BY k) || ']'
-  INTO v_slots, v_sums, v_merge
-  FROM generate_series(0, 41) AS k, tally.latency_buckets() AS b;
+  SELECT string_agg(format('e.%I', c), ', ' ORDER BY c) INTO v_columns
+  FROM (SELECT DISTINCT unnest(m.columns) AS c FROM tally._rollup_metrics() m) cs;
+
+  SELECT string_agg(CASE m.combine
+           WHEN 'histogram' THEN (SELECT string_agg(format('count(*) FILTER (WHERE %s) AS %I', c.cond, m.name || '_h' || (c.k - 1)), ', ' ORDER BY c.k)
+                                  FROM unnest(tally._hist_slot_conditions(m.event_value)) WITH ORDINALITY AS c(cond, k))
+           ELSE format('%s AS %I', m.group_value, m.name) END, ', ' ORDER BY m.ord),
+         string_agg(format('%I', m.name), ', ' ORDER BY m.ord),
+         string_agg(CASE m.combine
+           WHEN 'sum' THEN format('sum(b.%I)', m.name)
+           WHEN 'max' THEN format('max(b.%I)', m.name)
+           ELSE format('ARRAY[%s]', (SELECT string_agg(format('sum(b.%I)::bigint', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k)) END,
+           ', ' ORDER BY m.ord),
+         string_agg(CASE m.combine
+           WHEN 'sum' THEN format('%1$I = u.%1$I + excluded.%1$I', m.name)
+           WHEN 'max' THEN format('%1$I = greatest(u.%1$I, excluded.%1$I)', m.name)
+           -- rows are written only by the fold: 1-based, 42 slots
+           ELSE format('%1$I = ARRAY[%2$s]', m.name,
+                       (SELECT string_agg(format('u.%1$I[%2$s] + excluded.%1$I[%2$s]', m.name, k), ', ' ORDER BY k) FROM generate_series(1, 42) k)) END,
+           ', ' ORDER BY m.ord)
+  INTO v_base, v_insert, v_select, v_merge
+  FROM tally._rollup_metrics() m;
 
   SELECT string_agg(format($u$,
   %1$s AS (
-    INSERT INTO tally.%2$I AS u
-    SELECT b.account_id, %3$s, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type,
-           sum(b.requests), sum(b.successful), sum(b.failed), sum(b.cached), sum(b.files), sum(b.bytes), sum(b.tokens_in),
-           sum(b.tokens_out), sum(b.cost_usd), sum(b.potential_cost_usd), sum(b.quantity), sum(b.latency_count),
-           sum(b.latency_sum), max(b.latency_max), %4$s
+    INSERT INTO tally.%2$I AS u (account_id, bucket, dim_key, api_key_id, event_type, provider, model, endpoint, file_type, %4$s)
+    SELECT b.account_id, %3$s, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type, %5$s
     FROM base b
     GROUP BY b.account_id, %3$s, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type
-    ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET
-      requests = u.requests + excluded.requests, successful = u.successful + excluded.successful,
-      failed = u.failed + excluded.failed, cached = u.cached + excluded.cached, files = u.files + excluded.files,
-      bytes = u.bytes + excluded.bytes, tokens_in = u.tokens_in + excluded.tokens_in,
-      tokens_out = u.tokens_out + excluded.tokens_out, cost_usd = u.cost_usd + excluded.cost_usd,
-      potential_cost_usd = u.potential_cost_usd + excluded.potential_cost_usd, quantity = u.quantity + excluded.quantity,
-      latency_count = u.latency_count + excluded.latency_count, latency_sum = u.latency_sum + excluded.latency_sum,
-      latency_max = greatest(u.latency_max, excluded.latency_max),
-      latency_hist = %5$s
+    ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET %6$s
     RETURNING 1
-  )$u$, g.grain, 'usage_' || g.grain, g.bucket, v_sums, v_merge), '' ORDER BY g.ord)
+  )$u$, g.grain, g.table_name, g.fold_bucket, v_insert, v_select, v_merge), '' ORDER BY g.ord)
   INTO v_upserts
-  FROM (VALUES (1, 'hourly', 'b.hour_utc'),
-               (2, 'daily', 'b.local_day'),
-               (3, 'monthly', 'date_trunc(''month'', b.local_day)::date')) AS g(ord, grain, bucket)
+  FROM tally._rollup_grains() g
   WHERE g.grain = ANY (p_grains);
   IF v_upserts IS NULL THEN
     RAISE EXCEPTION 'no known grain in %', p_grains;
@@ -387,8 +501,7 @@ BEGIN
   WITH window_events AS (
     -- the events to fold, with their account's time zone
     SELECT e.account_id, e.occurred_at, a.timezone, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint,
-           e.file_type, e.success, e.cached, e.files, e.bytes, e.tokens_in, e.tokens_out, e.cost_usd,
-           e.potential_cost_usd, e.quantity, e.latency_ms
+           e.file_type, %3$s
     FROM %1$s
     WHERE %2$s
       AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
@@ -396,31 +509,17 @@ BEGIN
   base AS MATERIALIZED (
     -- one pass over the events: partial sums and histogram per UTC hour x local day x
     -- dimensions (an hour can straddle two local days in zones with :30 or :45 offsets)
-    SELECT w.account_id,
-           date_trunc('hour', w.occurred_at) AS hour_utc,  -- TimeZone is UTC here (SET above)
-           (w.occurred_at AT TIME ZONE w.timezone)::date AS local_day,
+    SELECT e.account_id,
+           date_trunc('hour', e.occurred_at) AS hour_utc,  -- TimeZone is UTC here (SET above)
+           (e.occurred_at AT TIME ZONE e.timezone)::date AS local_day,
            -- computed per group, not per event
-           tally._dim_key(w.api_key_id, w.event_type, w.provider, w.model, w.endpoint, w.file_type) AS dim_key,
-           w.api_key_id, w.event_type, w.provider, w.model, w.endpoint, w.file_type,
-           count(*) AS requests,
-           count(*) FILTER (WHERE w.success) AS successful,
-           count(*) FILTER (WHERE NOT w.success) AS failed,
-           count(*) FILTER (WHERE w.cached) AS cached,
-           coalesce(sum(w.files), 0) AS files,
-           coalesce(sum(w.bytes), 0) AS bytes,
-           coalesce(sum(w.tokens_in), 0) AS tokens_in,
-           coalesce(sum(w.tokens_out), 0) AS tokens_out,
-           coalesce(sum(w.cost_usd), 0) AS cost_usd,
-           coalesce(sum(w.potential_cost_usd), 0) AS potential_cost_usd,
-           sum(w.quantity) AS quantity,
-           count(w.latency_ms) AS latency_count,
-           coalesce(sum(w.latency_ms), 0) AS latency_sum,
-           max(w.latency_ms) AS latency_max,
-           %3$s
-    FROM window_events w
+           tally._dim_key(e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type) AS dim_key,
+           e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type,
+           %4$s
+    FROM window_events e
     GROUP BY 1, 2, 3, 5, 6, 7, 8, 9, 10
-  )%4$s
-  SELECT coalesce(sum(b.requests), 0) FROM base b$q$, v_from, v_where, v_slots, v_upserts)
+  )%5$s
+  SELECT coalesce(sum(b.requests), 0) FROM base b$q$, v_from, v_where, v_columns, v_base, v_upserts)
   INTO v_events
   USING p_lo, p_hi, p_range_accounts, p_range_from, p_range_to, p_range_buckets;
   RETURN v_events;
@@ -431,20 +530,26 @@ $_$;
 -- Name: FUNCTION _fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[], p_range_accounts uuid[], p_range_from timestamp with time zone[], p_range_to timestamp with time zone[], p_range_buckets text[]); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[], p_range_accounts uuid[], p_range_from timestamp with time zone[], p_range_to timestamp with time zone[], p_range_buckets text[]) IS 'Folds events into the given grains (hourly, daily, monthly) with additive upserts and returns how many: the id window (p_lo, p_hi] for source window, or, for source ranges (one grain), the events with id <= p_hi in the given (account, from, to, bucket) rows whose bucket is that bucket. Voided events are skipped.';
+COMMENT ON FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[], p_range_accounts uuid[], p_range_from timestamp with time zone[], p_range_to timestamp with time zone[], p_range_buckets text[]) IS 'Folds events into the given grains (hourly, daily, monthly) with additive upserts and returns how many: the id window (p_lo, p_hi] for source window, or, for source ranges (one grain), the events with id <= p_hi in the given (account, from, to, bucket) rows whose bucket is that bucket. Voided events are skipped. The statement is generated from tally._rollup_metrics() and tally._rollup_grains().';
 
 --
 -- Name: _hist_add(bigint[], bigint[]); Type: FUNCTION; Schema: tally; Owner: -
 --
 
 CREATE FUNCTION tally._hist_add(p_a bigint[], p_b bigint[]) RETURNS bigint[]
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-    select case when pg_catalog.cardinality(p_a) = 42 and pg_catalog.cardinality(p_b) = 42 then
-             (select pg_catalog.array_agg(x + y ORDER BY i)
-              from ROWS FROM (pg_catalog.unnest(p_a), pg_catalog.unnest(p_b)) WITH ORDINALITY AS t(x, y, i))
-           else coalesce(p_a, p_b) end
-  $$;
+BEGIN
+  IF pg_catalog.cardinality(p_a) = 42 AND pg_catalog.cardinality(p_b) = 42 THEN
+    FOR i IN 1..42 LOOP
+      p_a[i] := p_a[i] + p_b[i];
+    END LOOP;
+    RETURN p_a;
+  END IF;
+  RETURN coalesce(p_a, p_b);
+END
+$$;
 
 --
 -- Name: FUNCTION _hist_add(p_a bigint[], p_b bigint[]); Type: COMMENT; Schema: tally; Owner: -
@@ -457,8 +562,22 @@ COMMENT ON FUNCTION tally._hist_add(p_a bigint[], p_b bigint[]) IS 'Adds two 42-
 --
 
 CREATE FUNCTION tally._hist_one(p_latency_ms integer) RETURNS bigint[]
-    LANGUAGE sql IMMUTABLE
-    AS $$ select tally._hist_sfunc(NULL, pg_catalog.width_bucket(p_latency_ms, tally.latency_buckets()), CASE WHEN p_latency_ms IS NULL THEN NULL ELSE 1 END) $$;
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  v_hist   bigint[] := pg_catalog.array_fill(0::bigint, ARRAY[42]);
+  v_bucket integer;
+BEGIN
+  IF p_latency_ms IS NOT NULL THEN
+    v_bucket := pg_catalog.width_bucket(p_latency_ms, tally.latency_buckets());
+    IF v_bucket BETWEEN 0 AND 41 THEN
+      v_hist[v_bucket + 1] := 1;
+    END IF;
+  END IF;
+  RETURN v_hist;
+END
+$$;
 
 --
 -- Name: FUNCTION _hist_one(p_latency_ms integer); Type: COMMENT; Schema: tally; Owner: -
@@ -490,6 +609,26 @@ $$;
 --
 
 COMMENT ON FUNCTION tally._hist_sfunc(p_state bigint[], p_bucket integer, p_count bigint) IS 'State function of tally._hist_agg: adds p_count to slot p_bucket (0-based, 0..41; anything else is ignored) of a 42-slot histogram.';
+
+--
+-- Name: _hist_slot_conditions(text); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._hist_slot_conditions(p_value text) RETURNS text[]
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    select pg_catalog.array_agg(pg_catalog.concat_ws(' AND ',
+             CASE WHEN k > 0 THEN format('(%s) >= %s', p_value, b[k]) END,
+             CASE WHEN k < 41 THEN format('(%s) < %s', p_value, b[k + 1]) END) ORDER BY k)
+    from pg_catalog.generate_series(0, 41) as k, tally.latency_buckets() as b
+  $$;
+
+--
+-- Name: FUNCTION _hist_slot_conditions(p_value text); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._hist_slot_conditions(p_value text) IS 'The 42 conditions (slot 0..41, as SQL text) that put a value expression into its latency histogram slot, equal to width_bucket(value, tally.latency_buckets()).';
 
 --
 -- Name: _ingest(jsonb, text, bigint); Type: FUNCTION; Schema: tally; Owner: -
@@ -587,27 +726,26 @@ COMMENT ON FUNCTION tally._ingest(p_events jsonb, p_source text, p_index_base bi
 --
 
 CREATE FUNCTION tally._is_iso_timestamptz(p_value text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $_$
-    select case
-      -- the shape; then each field's range by comparing fixed-width digit strings (in the
-      -- C collation: byte order, no locale), which costs far less per event than one regex
-      -- with a range per field
-      when length(p_value) > 40
-        or p_value !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$' then false
-      when substr(p_value, 1, 4) < '1970' COLLATE "C" or substr(p_value, 6, 2) not between ('01' COLLATE "C") and ('12' COLLATE "C")
-        or substr(p_value, 9, 2) not between ('01' COLLATE "C") and ('31' COLLATE "C") or substr(p_value, 12, 2) > '23' COLLATE "C"
-        or substr(p_value, 15, 2) > '59' COLLATE "C" or (substr(p_value, 17, 1) = ':' and substr(p_value, 18, 2) > '59' COLLATE "C") then false
-      -- the UTC offset: +hh:mm, +hhmm or +hh, hours to 15 and minutes to 59
-      when substr(right(p_value, 6), 1, 1) in ('+', '-') and substr(right(p_value, 6), 4, 1) = ':'
-        then substr(right(p_value, 5), 1, 2) <= '15' COLLATE "C" and right(p_value, 2) <= '59' COLLATE "C" and tally._is_real_day(p_value)
-      when substr(right(p_value, 5), 1, 1) in ('+', '-')
-        then substr(right(p_value, 4), 1, 2) <= '15' COLLATE "C" and right(p_value, 2) <= '59' COLLATE "C" and tally._is_real_day(p_value)
-      when substr(right(p_value, 3), 1, 1) in ('+', '-')
-        then right(p_value, 2) <= '15' COLLATE "C" and tally._is_real_day(p_value)
-      else tally._is_real_day(p_value)
-    end
-  $_$;
+BEGIN
+  RETURN CASE
+    WHEN length(p_value) > 40
+      OR p_value !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$' THEN false
+    WHEN substr(p_value, 1, 4) < '1970' COLLATE "C" OR substr(p_value, 6, 2) NOT BETWEEN ('01' COLLATE "C") AND ('12' COLLATE "C")
+      OR substr(p_value, 9, 2) NOT BETWEEN ('01' COLLATE "C") AND ('31' COLLATE "C") OR substr(p_value, 12, 2) > '23' COLLATE "C"
+      OR substr(p_value, 15, 2) > '59' COLLATE "C" OR (substr(p_value, 17, 1) = ':' AND substr(p_value, 18, 2) > '59' COLLATE "C") THEN false
+    WHEN substr(right(p_value, 6), 1, 1) IN ('+', '-') AND substr(right(p_value, 6), 4, 1) = ':'
+      THEN substr(right(p_value, 5), 1, 2) <= '15' COLLATE "C" AND right(p_value, 2) <= '59' COLLATE "C" AND tally._is_real_day(p_value)
+    WHEN substr(right(p_value, 5), 1, 1) IN ('+', '-')
+      THEN substr(right(p_value, 4), 1, 2) <= '15' COLLATE "C" AND right(p_value, 2) <= '59' COLLATE "C" AND tally._is_real_day(p_value)
+    WHEN substr(right(p_value, 3), 1, 1) IN ('+', '-')
+      THEN right(p_value, 2) <= '15' COLLATE "C" AND tally._is_real_day(p_value)
+    ELSE tally._is_real_day(p_value)
+  END;
+END
+$_$;
 
 --
 -- Name: FUNCTION _is_iso_timestamptz(p_value text); Type: COMMENT; Schema: tally; Owner: -
@@ -620,11 +758,14 @@ COMMENT ON FUNCTION tally._is_iso_timestamptz(p_value text) IS 'True for an ISO 
 --
 
 CREATE FUNCTION tally._is_real_day(p_value text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-    select substr(p_value, 9, 2) <= '28' COLLATE "C"
-        or substr(p_value, 9, 2)::int <= extract(day from pg_catalog.make_date(substr(p_value, 1, 4)::int, substr(p_value, 6, 2)::int, 1) + interval '1 month - 1 day')
-  $$;
+BEGIN
+  RETURN substr(p_value, 9, 2) <= '28' COLLATE "C"
+      OR substr(p_value, 9, 2)::int <= extract(day from pg_catalog.make_date(substr(p_value, 1, 4)::int, substr(p_value, 6, 2)::int, 1) + interval '1 month - 1 day');
+END
+$$;
 
 --
 -- Name: FUNCTION _is_real_day(p_value text); Type: COMMENT; Schema: tally; Owner: -
@@ -637,13 +778,16 @@ COMMENT ON FUNCTION tally._is_real_day(p_value text) IS 'True when the yyyy-mm-d
 --
 
 CREATE FUNCTION tally._is_uuid(p_value text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $_$
-    select length(p_value) = 36 and p_value ~ '^[0-9a-fA-F-]+$'
-       and substr(p_value, 9, 1) = '-' and substr(p_value, 14, 1) = '-'
-       and substr(p_value, 19, 1) = '-' and substr(p_value, 24, 1) = '-'
-       and length(replace(p_value, '-', '')) = 32
-  $_$;
+BEGIN
+  RETURN length(p_value) = 36 AND p_value ~ '^[0-9a-fA-F-]+$'
+     AND substr(p_value, 9, 1) = '-' AND substr(p_value, 14, 1) = '-'
+     AND substr(p_value, 19, 1) = '-' AND substr(p_value, 24, 1) = '-'
+     AND length(replace(p_value, '-', '')) = 32;
+END
+$_$;
 
 --
 -- Name: FUNCTION _is_uuid(p_value text); Type: COMMENT; Schema: tally; Owner: -
@@ -671,20 +815,84 @@ COMMENT ON FUNCTION tally._is_valid_timezone(p_timezone text) IS 'True for an IA
 --
 
 CREATE FUNCTION tally._jnum(p_value jsonb) RETURNS numeric
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $_$
-    select case pg_catalog.jsonb_typeof(p_value)
-      when 'number' then p_value::numeric
-      when 'string' then case when (p_value #>> '{}') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$'
-                              then (p_value #>> '{}')::numeric end
-    end
-  $_$;
+BEGIN
+  RETURN CASE pg_catalog.jsonb_typeof(p_value)
+    WHEN 'number' THEN p_value::numeric
+    WHEN 'string' THEN CASE WHEN (p_value #>> '{}') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$'
+                            THEN (p_value #>> '{}')::numeric END
+  END;
+END
+$_$;
 
 --
 -- Name: FUNCTION _jnum(p_value jsonb); Type: COMMENT; Schema: tally; Owner: -
 --
 
 COMMENT ON FUNCTION tally._jnum(p_value jsonb) IS 'A JSON number, or a string holding a plain decimal such as "0.0012", as numeric; NULL for any other JSON value.';
+
+--
+-- Name: _live_view_sql(text); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._live_view_sql(p_grain text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+DECLARE
+  v_g        record;
+  v_outer    text;
+  v_stored   text;
+  v_tail     text;
+BEGIN
+  SELECT * INTO v_g FROM tally._rollup_grains() g WHERE g.grain = p_grain;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'unknown grain %', p_grain;
+  END IF;
+  SELECT string_agg(CASE m.combine
+           WHEN 'sum' THEN format('sum(x.%1$I)::%2$s AS %1$I', m.name, m.sql_type)
+           WHEN 'max' THEN format('max(x.%1$I) AS %1$I', m.name)
+           ELSE format('ARRAY[%s] AS %I',
+                       (SELECT string_agg(format('sum(x.%I)::bigint', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k),
+                       m.name) END, ', ' ORDER BY m.ord),
+         string_agg(CASE m.combine
+           WHEN 'histogram' THEN (SELECT string_agg(format('u.%1$I[%2$s] AS %3$I', m.name, k + 1, m.name || '_h' || k), ', ' ORDER BY k)
+                                  FROM generate_series(0, 41) k)
+           ELSE format('u.%I', m.name) END, ', ' ORDER BY m.ord),
+         string_agg(CASE m.combine
+           WHEN 'histogram' THEN (SELECT string_agg(format('CASE WHEN %s THEN 1 ELSE 0 END', c.cond), ', ' ORDER BY c.k)
+                                  FROM unnest(tally._hist_slot_conditions(m.event_value)) WITH ORDINALITY AS c(cond, k))
+           ELSE format('(%s)::%s', m.event_value, m.sql_type) END, ', ' ORDER BY m.ord)
+  INTO v_outer, v_stored, v_tail
+  FROM tally._rollup_metrics() m;
+
+  RETURN format($v$
+  SELECT x.account_id, x.bucket, x.dim_key, x.api_key_id, x.event_type, x.provider, x.model, x.endpoint, x.file_type,
+         %1$s
+  FROM (
+    SELECT u.account_id, u.bucket, u.dim_key, u.api_key_id, u.event_type, u.provider, u.model, u.endpoint, u.file_type,
+           %2$s
+    FROM tally.%3$I u
+    UNION ALL
+    -- the tail: events past the watermark, one row each
+    SELECT e.account_id, %4$s, %5$s,
+           e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type,
+           %6$s
+    FROM tally.events_tail() e%7$s
+  ) x
+  GROUP BY x.account_id, x.bucket, x.dim_key, x.api_key_id, x.event_type, x.provider, x.model, x.endpoint, x.file_type$v$,
+    v_outer, v_stored, v_g.table_name, v_g.event_bucket, tally._dim_key_sql('e'), v_tail,
+    CASE WHEN v_g.uses_timezone THEN ' JOIN tally.accounts a ON a.id = e.account_id' ELSE '' END);
+END
+$_$;
+
+--
+-- Name: FUNCTION _live_view_sql(p_grain text); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._live_view_sql(p_grain text) IS 'The SELECT of the live view of a grain (tally.usage_<grain>_live), generated from tally._rollup_metrics() and tally._rollup_grains().';
 
 --
 -- Name: _meter_field_accepts(text, regtype); Type: FUNCTION; Schema: tally; Owner: -
@@ -782,8 +990,12 @@ COMMENT ON FUNCTION tally._normalize_setting(p_kind text, p_value text, p_min te
 --
 
 CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 0) RETURNS TABLE(item_index bigint, payload jsonb, code text, message text, known_account_id uuid, account_id uuid, occurred_at timestamp with time zone, api_key_id uuid, event_type text, provider text, model text, endpoint text, method text, status_code smallint, success boolean, error_message text, file_type text, files bigint, bytes bigint, tokens_in bigint, tokens_out bigint, cached boolean, cost_usd numeric, potential_cost_usd numeric, cost_given boolean, potential_cost_given boolean, latency_ms integer, quantity numeric, idempotency_key text, properties jsonb)
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $_$
+#variable_conflict use_column
+BEGIN
+  RETURN QUERY
   WITH limits AS MATERIALIZED (
     -- the settings, read once per call
     SELECT tally._setting_int('ingest.properties_max_bytes') AS properties_max_bytes,
@@ -806,11 +1018,11 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
            jsonb_typeof(t.e->'quantity') AS t_quantity, jsonb_typeof(t.e->'idempotency_key') AS t_idempotency_key,
            jsonb_typeof(t.e->'properties') AS t_properties,
            t.e->>'account_id' AS s_account_id, t.e->>'api_key_id' AS s_api_key_id, t.e->>'occurred_at' AS s_occurred_at, t.e->>'event_type' AS s_event_type, t.e->>'provider' AS s_provider, t.e->>'model' AS s_model, t.e->>'endpoint' AS s_endpoint, t.e->>'method' AS s_method, t.e->>'error_message' AS s_error_message, t.e->>'file_type' AS s_file_type, t.e->>'idempotency_key' AS s_idempotency_key,
-           tally._jnum(t.e->'status_code') AS n_status_code, tally._jnum(t.e->'files') AS n_files,
-           tally._jnum(t.e->'bytes') AS n_bytes, tally._jnum(t.e->'tokens_in') AS n_tokens_in,
-           tally._jnum(t.e->'tokens_out') AS n_tokens_out, tally._jnum(t.e->'cost_usd') AS n_cost_usd,
-           tally._jnum(t.e->'potential_cost_usd') AS n_potential_cost_usd, tally._jnum(t.e->'latency_ms') AS n_latency_ms,
-           tally._jnum(t.e->'quantity') AS n_quantity
+           CASE jsonb_typeof(t.e->'status_code') WHEN 'number' THEN (t.e->'status_code')::numeric WHEN 'string' THEN CASE WHEN (t.e->>'status_code') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$' THEN (t.e->>'status_code')::numeric END END AS n_status_code, CASE jsonb_typeof(t.e->'files') WHEN 'number' THEN (t.e->'files')::numeric WHEN 'string' THEN CASE WHEN (t.e->>'files') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$' THEN (t.e->>'files')::numeric END END AS n_files,
+           CASE jsonb_typeof(t.e->'bytes') WHEN 'number' THEN (t.e->'bytes')::numeric WHEN 'string' THEN CASE WHEN (t.e->>'bytes') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$' THEN (t.e->>'bytes')::numeric END END AS n_bytes, CASE jsonb_typeof(t.e->'tokens_in') WHEN 'number' THEN (t.e->'tokens_in')::numeric WHEN 'string' THEN CASE WHEN (t.e->>'tokens_in') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$' THEN (t.e->>'tokens_in')::numeric END END AS n_tokens_in,
+           CASE jsonb_typeof(t.e->'tokens_out') WHEN 'number' THEN (t.e->'tokens_out')::numeric WHEN 'string' THEN CASE WHEN (t.e->>'tokens_out') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$' THEN (t.e->>'tokens_out')::numeric END END AS n_tokens_out, CASE jsonb_typeof(t.e->'cost_usd') WHEN 'number' THEN (t.e->'cost_usd')::numeric WHEN 'string' THEN CASE WHEN (t.e->>'cost_usd') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$' THEN (t.e->>'cost_usd')::numeric END END AS n_cost_usd,
+           CASE jsonb_typeof(t.e->'potential_cost_usd') WHEN 'number' THEN (t.e->'potential_cost_usd')::numeric WHEN 'string' THEN CASE WHEN (t.e->>'potential_cost_usd') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$' THEN (t.e->>'potential_cost_usd')::numeric END END AS n_potential_cost_usd, CASE jsonb_typeof(t.e->'latency_ms') WHEN 'number' THEN (t.e->'latency_ms')::numeric WHEN 'string' THEN CASE WHEN (t.e->>'latency_ms') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$' THEN (t.e->>'latency_ms')::numeric END END AS n_latency_ms,
+           CASE jsonb_typeof(t.e->'quantity') WHEN 'number' THEN (t.e->'quantity')::numeric WHEN 'string' THEN CASE WHEN (t.e->>'quantity') ~ '^[ \t\r\n]*-?[0-9]{1,30}(\.[0-9]{1,30})?[ \t\r\n]*$' THEN (t.e->>'quantity')::numeric END END AS n_quantity
     FROM jsonb_array_elements(p_events) WITH ORDINALITY AS t(e, ord)
   ),
   -- Materialized so that each check is computed once, not copied into every later use.
@@ -826,12 +1038,12 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
       END,
       CASE WHEN i.t_account_id IS NOT NULL THEN CASE
         WHEN i.t_account_id NOT IN ('string', 'null') THEN format('invalid_type|account_id: must be a UUID string (got %s)', i.t_account_id)
-        WHEN i.t_account_id = 'string' AND NOT tally._is_uuid(i.s_account_id)
+        WHEN i.t_account_id = 'string' AND NOT (length(i.s_account_id) = 36 AND i.s_account_id ~ '^[0-9a-fA-F-]+$' AND substr(i.s_account_id, 9, 1) = '-' AND substr(i.s_account_id, 14, 1) = '-' AND substr(i.s_account_id, 19, 1) = '-' AND substr(i.s_account_id, 24, 1) = '-' AND length(replace(i.s_account_id, '-', '')) = 32)
           THEN 'invalid_value|account_id: must be a UUID'
       END END,
       CASE WHEN i.t_api_key_id IS NOT NULL THEN CASE
         WHEN i.t_api_key_id NOT IN ('string', 'null') THEN format('invalid_type|api_key_id: must be a UUID string (got %s)', i.t_api_key_id)
-        WHEN i.t_api_key_id = 'string' AND NOT tally._is_uuid(i.s_api_key_id)
+        WHEN i.t_api_key_id = 'string' AND NOT (length(i.s_api_key_id) = 36 AND i.s_api_key_id ~ '^[0-9a-fA-F-]+$' AND substr(i.s_api_key_id, 9, 1) = '-' AND substr(i.s_api_key_id, 14, 1) = '-' AND substr(i.s_api_key_id, 19, 1) = '-' AND substr(i.s_api_key_id, 24, 1) = '-' AND length(replace(i.s_api_key_id, '-', '')) = 32)
           THEN 'invalid_value|api_key_id: must be a UUID'
       END END,
       CASE
@@ -840,7 +1052,20 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
       END,
       CASE WHEN i.t_occurred_at IS NOT NULL THEN CASE
         WHEN i.t_occurred_at NOT IN ('string', 'null') THEN format('invalid_type|occurred_at: must be an ISO 8601 string (got %s)', i.t_occurred_at)
-        WHEN i.t_occurred_at = 'string' AND NOT tally._is_iso_timestamptz(i.s_occurred_at)
+        WHEN i.t_occurred_at = 'string' AND NOT (CASE
+            WHEN length(i.s_occurred_at) > 40
+              OR i.s_occurred_at !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$' THEN false
+            WHEN substr(i.s_occurred_at, 1, 4) < '1970' COLLATE "C" OR substr(i.s_occurred_at, 6, 2) NOT BETWEEN ('01' COLLATE "C") AND ('12' COLLATE "C")
+              OR substr(i.s_occurred_at, 9, 2) NOT BETWEEN ('01' COLLATE "C") AND ('31' COLLATE "C") OR substr(i.s_occurred_at, 12, 2) > '23' COLLATE "C"
+              OR substr(i.s_occurred_at, 15, 2) > '59' COLLATE "C" OR (substr(i.s_occurred_at, 17, 1) = ':' AND substr(i.s_occurred_at, 18, 2) > '59' COLLATE "C") THEN false
+            WHEN substr(right(i.s_occurred_at, 6), 1, 1) IN ('+', '-') AND substr(right(i.s_occurred_at, 6), 4, 1) = ':'
+              THEN substr(right(i.s_occurred_at, 5), 1, 2) <= '15' COLLATE "C" AND right(i.s_occurred_at, 2) <= '59' COLLATE "C" AND (substr(i.s_occurred_at, 9, 2) <= '28' COLLATE "C" OR substr(i.s_occurred_at, 9, 2)::int <= extract(day from make_date(substr(i.s_occurred_at, 1, 4)::int, substr(i.s_occurred_at, 6, 2)::int, 1) + interval '1 month - 1 day'))
+            WHEN substr(right(i.s_occurred_at, 5), 1, 1) IN ('+', '-')
+              THEN substr(right(i.s_occurred_at, 4), 1, 2) <= '15' COLLATE "C" AND right(i.s_occurred_at, 2) <= '59' COLLATE "C" AND (substr(i.s_occurred_at, 9, 2) <= '28' COLLATE "C" OR substr(i.s_occurred_at, 9, 2)::int <= extract(day from make_date(substr(i.s_occurred_at, 1, 4)::int, substr(i.s_occurred_at, 6, 2)::int, 1) + interval '1 month - 1 day'))
+            WHEN substr(right(i.s_occurred_at, 3), 1, 1) IN ('+', '-')
+              THEN right(i.s_occurred_at, 2) <= '15' COLLATE "C" AND (substr(i.s_occurred_at, 9, 2) <= '28' COLLATE "C" OR substr(i.s_occurred_at, 9, 2)::int <= extract(day from make_date(substr(i.s_occurred_at, 1, 4)::int, substr(i.s_occurred_at, 6, 2)::int, 1) + interval '1 month - 1 day'))
+            ELSE (substr(i.s_occurred_at, 9, 2) <= '28' COLLATE "C" OR substr(i.s_occurred_at, 9, 2)::int <= extract(day from make_date(substr(i.s_occurred_at, 1, 4)::int, substr(i.s_occurred_at, 6, 2)::int, 1) + interval '1 month - 1 day'))
+          END)
           THEN 'invalid_value|occurred_at: must be an ISO 8601 timestamp with a UTC offset (e.g. 2026-11-22T10:00:00Z), from 1970 on'
       END END,
       CASE
@@ -941,9 +1166,9 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
     -- typed values of the items that passed every check (each cast is safe by then); the
     -- tenant is read from any item that names it well, so its refusals reach its members
     SELECT c.item_index, c.e, c.problem, c.max_future_skew, c.s_occurred_at,
-           CASE WHEN c.t_account_id = 'string' AND tally._is_uuid(c.s_account_id)
+           CASE WHEN c.t_account_id = 'string' AND (length(c.s_account_id) = 36 AND c.s_account_id ~ '^[0-9a-fA-F-]+$' AND substr(c.s_account_id, 9, 1) = '-' AND substr(c.s_account_id, 14, 1) = '-' AND substr(c.s_account_id, 19, 1) = '-' AND substr(c.s_account_id, 24, 1) = '-' AND length(replace(c.s_account_id, '-', '')) = 32)
                 THEN (c.s_account_id)::uuid END AS given_account_id,
-           CASE WHEN c.t_api_key_id = 'string' AND tally._is_uuid(c.s_api_key_id)
+           CASE WHEN c.t_api_key_id = 'string' AND (length(c.s_api_key_id) = 36 AND c.s_api_key_id ~ '^[0-9a-fA-F-]+$' AND substr(c.s_api_key_id, 9, 1) = '-' AND substr(c.s_api_key_id, 14, 1) = '-' AND substr(c.s_api_key_id, 19, 1) = '-' AND substr(c.s_api_key_id, 24, 1) = '-' AND length(replace(c.s_api_key_id, '-', '')) = 32)
                 THEN (c.s_api_key_id)::uuid END AS given_api_key_id,
            CASE WHEN c.problem IS NULL THEN coalesce((c.s_occurred_at)::timestamptz, now()) END AS occurred_at,
            c.s_event_type AS event_type, c.s_provider AS provider, c.s_model AS model,
@@ -1008,7 +1233,7 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
              THEN 'out_of_range|tokens_in, tokens_out: the computed cost reaches 10^12 USD' END) AS outcome
     FROM resolved r
     LEFT JOIN LATERAL (
-      SELECT tally._token_cost(r.tokens_in, r.tokens_out, mp.input_usd_per_mtok, mp.output_usd_per_mtok) AS usd
+      SELECT round((coalesce(r.tokens_in, 0) * mp.input_usd_per_mtok + coalesce(r.tokens_out, 0) * mp.output_usd_per_mtok) / 1000000, 12) AS usd
       FROM tally.model_prices mp
       WHERE r.final_problem IS NULL
         AND (r.tokens_in IS NOT NULL OR r.tokens_out IS NOT NULL)
@@ -1017,25 +1242,52 @@ CREATE FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint DEFAULT 
       ORDER BY mp.effective_from DESC
       LIMIT 1
     ) price ON true
-  ) x
-  $_$;
+  ) x;
+END
+$_$;
 
 --
 -- Name: FUNCTION _parse_events(p_events jsonb, p_index_base bigint); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint) IS 'Validates a JSON array of events without raising: one row per item with its index (p_index_base + position), the item as sent, and either code + message or the typed event (tenant resolved, success derived, cost priced from tally.model_prices).';
+COMMENT ON FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint) IS 'Validates a JSON array of events without raising: one row per item with its index (p_index_base + position), the item as sent, and either code + message or the typed event (tenant resolved, success derived, cost priced from tally.model_prices). plpgsql, so its statement is planned once per session.';
+
+--
+-- Name: _raise(text, text); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._raise(p_code text, p_message text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  v_sqlstate text;
+BEGIN
+  SELECT c.sqlstate INTO v_sqlstate FROM tally.error_codes c WHERE c.code = p_code;
+  -- A code missing from the table is a bug the tests catch; it still reaches the caller.
+  RAISE EXCEPTION USING MESSAGE = p_message, ERRCODE = coalesce(v_sqlstate, 'P0001'), HINT = p_code;
+END
+$$;
+
+--
+-- Name: FUNCTION _raise(p_code text, p_message text); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._raise(p_code text, p_message text) IS 'Raises the Tally error p_code (carried in HINT) with the SQLSTATE tally.error_codes gives it, and a message naming the field.';
 
 --
 -- Name: _raise(text, text, text); Type: FUNCTION; Schema: tally; Owner: -
 --
 
 CREATE FUNCTION tally._raise(p_code text, p_sqlstate text, p_message text) RETURNS void
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
+DECLARE
+  v_sqlstate text;
 BEGIN
-  RAISE EXCEPTION USING MESSAGE = p_message, ERRCODE = p_sqlstate, HINT = p_code;
+  SELECT c.sqlstate INTO v_sqlstate FROM tally.error_codes c WHERE c.code = p_code;
+  RAISE EXCEPTION USING MESSAGE = p_message, ERRCODE = coalesce(v_sqlstate, p_sqlstate, 'P0001'), HINT = p_code;
 END
 $$;
 
@@ -1043,7 +1295,7 @@ $$;
 -- Name: FUNCTION _raise(p_code text, p_sqlstate text, p_message text); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._raise(p_code text, p_sqlstate text, p_message text) IS 'Raises the Tally error p_code (carried in HINT) with SQLSTATE p_sqlstate and a message naming the field.';
+COMMENT ON FUNCTION tally._raise(p_code text, p_sqlstate text, p_message text) IS 'Compatibility form of tally._raise(code, message): the SQLSTATE comes from tally.error_codes; p_sqlstate only for a code the table lacks.';
 
 --
 -- Name: _rebuild_rollups(text[], uuid[], text[]); Type: FUNCTION; Schema: tally; Owner: -
@@ -1106,6 +1358,7 @@ COMMENT ON FUNCTION tally._rebuild_rollups(p_grains text[], p_accounts uuid[], p
 
 CREATE FUNCTION tally._reject_sqlstate(p_code text) RETURNS text
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
     select case when p_code in ('unknown_api_key', 'revoked_api_key', 'expired_api_key') then '28000'
                 when p_code = 'account_not_found' then 'P0002'
@@ -1128,13 +1381,15 @@ CREATE FUNCTION tally._require_account_role(p_account_id uuid, p_role text) RETU
     AS $$
 BEGIN
   IF p_account_id IS NULL THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'account_id is required');
+    PERFORM tally._raise('invalid_parameter', 'account_id is required');
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM tally.accounts WHERE id = p_account_id) THEN
-    PERFORM tally._raise('account_not_found', 'P0002', format('account %s does not exist', p_account_id));
-  END IF;
-  IF NOT tally._caller_is_service() AND NOT tally.has_role_on_account(p_account_id, p_role) THEN
-    PERFORM tally._raise('forbidden', '42501', format('requires role %s on account %s', p_role, p_account_id));
+  IF tally._caller_is_service() THEN
+    IF NOT EXISTS (SELECT 1 FROM tally.accounts WHERE id = p_account_id) THEN
+      PERFORM tally._raise('account_not_found', format('account_id: account %s does not exist', p_account_id));
+    END IF;
+  ELSIF NOT tally.has_role_on_account(p_account_id, p_role) THEN
+    -- the same answer whether the account exists or not; it names only what the caller gave
+    PERFORM tally._raise('forbidden', format('account_id: requires role %s on account %s', p_role, p_account_id));
   END IF;
 END
 $$;
@@ -1143,7 +1398,7 @@ $$;
 -- Name: FUNCTION _require_account_role(p_account_id uuid, p_role text); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._require_account_role(p_account_id uuid, p_role text) IS 'Guard used by the management functions: account must exist (account_not_found, P0002) and the caller must be a service or hold at least p_role (forbidden, 42501).';
+COMMENT ON FUNCTION tally._require_account_role(p_account_id uuid, p_role text) IS 'Guard used by the management functions. A service caller passes when the account exists (else account_not_found, P0002). Anyone else needs at least p_role on it; an account they are not a member of and one that does not exist get the same forbidden (42501).';
 
 --
 -- Name: _require_read_committed(text); Type: FUNCTION; Schema: tally; Owner: -
@@ -1173,6 +1428,7 @@ COMMENT ON FUNCTION tally._require_read_committed(p_function text) IS 'Raises in
 
 CREATE FUNCTION tally._retention_floor(p_kind text) RETURNS timestamp with time zone
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
     select case p_kind
       when 'monthly' then '-infinity'::timestamptz
@@ -1202,11 +1458,71 @@ CREATE FUNCTION tally._role_rank(p_role text) RETURNS integer
 COMMENT ON FUNCTION tally._role_rank(p_role text) IS 'Orders member roles: owner 4, admin 3, member 2, viewer 1, anything else 0.';
 
 --
+-- Name: _rollup_grains(); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._rollup_grains() RETURNS TABLE(ord integer, grain text, table_name text, bucket_type text, uses_timezone boolean, event_bucket text, fold_bucket text)
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    select * from (values
+      (1, 'hourly', 'usage_hourly', 'timestamptz', false, 'date_trunc(''hour'', e.occurred_at, ''UTC'')', 'b.hour_utc'),
+      (2, 'daily', 'usage_daily', 'date', true, '(e.occurred_at AT TIME ZONE a.timezone)::date', 'b.local_day'),
+      (3, 'monthly', 'usage_monthly', 'date', true, 'date_trunc(''month'', e.occurred_at AT TIME ZONE a.timezone)::date', 'date_trunc(''month'', b.local_day)::date')
+    ) as g(ord, grain, table_name, bucket_type, uses_timezone, event_bucket, fold_bucket)
+  $$;
+
+--
+-- Name: FUNCTION _rollup_grains(); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._rollup_grains() IS 'The rollup grains: grain, its table, the bucket type, whether the bucket depends on the account''s time zone, the bucket of an event e of account a (event_bucket), and the fold''s bucket from its per-hour, per-local-day pass (fold_bucket).';
+
+--
+-- Name: _rollup_metrics(); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._rollup_metrics() RETURNS TABLE(ord integer, name text, sql_type text, combine text, event_value text, group_value text, columns text[])
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    select * from (values
+      (1, 'requests', 'bigint', 'sum', '1', 'count(*)', '{}'::text[]),
+      (2, 'successful', 'bigint', 'sum', 'CASE WHEN e.success THEN 1 ELSE 0 END', 'count(*) FILTER (WHERE e.success)', '{success}'),
+      (3, 'failed', 'bigint', 'sum', 'CASE WHEN e.success THEN 0 ELSE 1 END', 'count(*) FILTER (WHERE NOT e.success)', '{success}'),
+      (4, 'cached', 'bigint', 'sum', 'CASE WHEN e.cached THEN 1 ELSE 0 END', 'count(*) FILTER (WHERE e.cached)', '{cached}'),
+      (5, 'files', 'numeric', 'sum', 'coalesce(e.files, 0)', 'coalesce(sum(e.files), 0)', '{files}'),
+      (6, 'bytes', 'numeric', 'sum', 'coalesce(e.bytes, 0)', 'coalesce(sum(e.bytes), 0)', '{bytes}'),
+      (7, 'tokens_in', 'numeric', 'sum', 'coalesce(e.tokens_in, 0)', 'coalesce(sum(e.tokens_in), 0)', '{tokens_in}'),
+      (8, 'tokens_out', 'numeric', 'sum', 'coalesce(e.tokens_out, 0)', 'coalesce(sum(e.tokens_out), 0)', '{tokens_out}'),
+      (9, 'cost_usd', 'numeric', 'sum', 'coalesce(e.cost_usd, 0)', 'coalesce(sum(e.cost_usd), 0)', '{cost_usd}'),
+      (10, 'potential_cost_usd', 'numeric', 'sum', 'coalesce(e.potential_cost_usd, 0)', 'coalesce(sum(e.potential_cost_usd), 0)', '{potential_cost_usd}'),
+      (11, 'quantity', 'numeric', 'sum', 'e.quantity', 'sum(e.quantity)', '{quantity}'),
+      (12, 'latency_count', 'bigint', 'sum', 'CASE WHEN e.latency_ms IS NULL THEN 0 ELSE 1 END', 'count(e.latency_ms)', '{latency_ms}'),
+      (13, 'latency_sum', 'numeric', 'sum', 'coalesce(e.latency_ms, 0)', 'coalesce(sum(e.latency_ms), 0)', '{latency_ms}'),
+      (14, 'latency_max', 'integer', 'max', 'e.latency_ms', 'max(e.latency_ms)', '{latency_ms}'),
+      (15, 'latency_hist', 'bigint[]', 'histogram', 'e.latency_ms', NULL, '{latency_ms}'),
+      -- tokens, and a cost Tally had to compute but found no price for (see above)
+      (16, 'unpriced', 'bigint', 'sum',
+       'CASE WHEN (e.tokens_in IS NOT NULL OR e.tokens_out IS NOT NULL) AND (e.cost_usd IS NULL OR e.potential_cost_usd IS NULL) THEN 1 ELSE 0 END',
+       'count(*) FILTER (WHERE (e.tokens_in IS NOT NULL OR e.tokens_out IS NOT NULL) AND (e.cost_usd IS NULL OR e.potential_cost_usd IS NULL))',
+       '{tokens_in,tokens_out,cost_usd,potential_cost_usd}')
+    ) as m(ord, name, sql_type, combine, event_value, group_value, columns)
+  $$;
+
+--
+-- Name: FUNCTION _rollup_metrics(); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._rollup_metrics() IS 'The rollup metrics in column order, the one list the fold, tally.verify_rollups and the *_live views are generated from: name (the column of usage_hourly/daily/monthly), sql_type, combine (sum, max or histogram), event_value (the metric of one event e), group_value (of a group of events e) and the event columns they read.';
+
+--
 -- Name: _setting_int(text); Type: FUNCTION; Schema: tally; Owner: -
 --
 
 CREATE FUNCTION tally._setting_int(p_name text) RETURNS bigint
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$ select s.value::bigint from tally.settings s where s.name = p_name $$;
 
 --
@@ -1221,6 +1537,7 @@ COMMENT ON FUNCTION tally._setting_int(p_name text) IS 'The integer value of a s
 
 CREATE FUNCTION tally._setting_interval(p_name text) RETURNS interval
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$ select s.value::interval from tally.settings s where s.name = p_name $$;
 
 --
@@ -1234,10 +1551,13 @@ COMMENT ON FUNCTION tally._setting_interval(p_name text) IS 'The interval value 
 --
 
 CREATE FUNCTION tally._token_cost(p_tokens_in bigint, p_tokens_out bigint, p_input_usd_per_mtok numeric, p_output_usd_per_mtok numeric) RETURNS numeric
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-    select round((coalesce(p_tokens_in, 0) * p_input_usd_per_mtok + coalesce(p_tokens_out, 0) * p_output_usd_per_mtok) / 1000000, 12)
-  $$;
+BEGIN
+  RETURN round((coalesce(p_tokens_in, 0) * p_input_usd_per_mtok + coalesce(p_tokens_out, 0) * p_output_usd_per_mtok) / 1000000, 12);
+END
+$$;
 
 --
 -- Name: FUNCTION _token_cost(p_tokens_in bigint, p_tokens_out bigint, p_input_usd_per_mtok numeric, p_output_usd_per_mtok numeric); Type: COMMENT; Schema: tally; Owner: -
@@ -1250,15 +1570,18 @@ COMMENT ON FUNCTION tally._token_cost(p_tokens_in bigint, p_tokens_out bigint, p
 --
 
 CREATE FUNCTION tally._usage_metrics(p_requests bigint, p_successful bigint, p_failed bigint, p_cached bigint, p_files numeric, p_bytes numeric, p_tokens_in numeric, p_tokens_out numeric, p_cost_usd numeric, p_potential_cost_usd numeric, p_quantity numeric, p_latency_count bigint, p_latency_sum numeric, p_latency_max integer, p_latency_hist bigint[]) RETURNS jsonb
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-    select pg_catalog.jsonb_build_object(
-      'requests', p_requests, 'successful', p_successful, 'failed', p_failed, 'cached', p_cached,
-      'files', p_files, 'bytes', p_bytes, 'tokens_in', p_tokens_in, 'tokens_out', p_tokens_out,
-      'cost_usd', p_cost_usd, 'potential_cost_usd', p_potential_cost_usd, 'quantity', p_quantity,
-      'latency_count', p_latency_count, 'latency_sum', p_latency_sum, 'latency_max', p_latency_max,
-      'latency_hist', pg_catalog.to_jsonb(p_latency_hist))
-  $$;
+BEGIN
+  RETURN pg_catalog.jsonb_build_object(
+    'requests', p_requests, 'successful', p_successful, 'failed', p_failed, 'cached', p_cached,
+    'files', p_files, 'bytes', p_bytes, 'tokens_in', p_tokens_in, 'tokens_out', p_tokens_out,
+    'cost_usd', p_cost_usd, 'potential_cost_usd', p_potential_cost_usd, 'quantity', p_quantity,
+    'latency_count', p_latency_count, 'latency_sum', p_latency_sum, 'latency_max', p_latency_max,
+    'latency_hist', pg_catalog.to_jsonb(p_latency_hist));
+END
+$$;
 
 --
 -- Name: FUNCTION _usage_metrics(p_requests bigint, p_successful bigint, p_failed bigint, p_cached bigint, p_files numeric, p_bytes numeric, p_tokens_in numeric, p_tokens_out numeric, p_cost_usd numeric, p_potential_cost_usd numeric, p_quantity numeric, p_latency_count bigint, p_latency_sum numeric, p_latency_max integer, p_latency_hist bigint[]); Type: COMMENT; Schema: tally; Owner: -
@@ -1520,22 +1843,25 @@ BEGIN
   IF NOT tally._caller_is_service() THEN
     -- A user creates accounts for themselves only.
     IF (select auth.uid()) IS NULL THEN
-      PERFORM tally._raise('forbidden', '42501', 'create_account needs a signed-in user or a service caller');
+      PERFORM tally._raise('forbidden', 'create_account needs a signed-in user or a service caller');
     END IF;
     IF v_owner IS NOT NULL AND v_owner <> (select auth.uid()) THEN
-      PERFORM tally._raise('forbidden', '42501', 'owner_id: a user can only create accounts they own');
+      PERFORM tally._raise('forbidden', 'owner_id: a user can only create accounts they own');
+    END IF;
+    IF p_external_id IS NOT NULL THEN
+      PERFORM tally._raise('forbidden', 'external_id: only a service caller sets external_id');
     END IF;
     v_owner := (select auth.uid());
   END IF;
   IF p_name IS NULL THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'name: must be 1 to 200 characters');
+    PERFORM tally._raise('invalid_parameter', 'name: must be 1 to 200 characters');
   END IF;
   IF p_timezone IS NULL THEN
-    PERFORM tally._raise('invalid_timezone', '22023', 'timezone: must be an IANA time zone name');
+    PERFORM tally._raise('invalid_timezone', 'timezone: must be an IANA time zone name');
   END IF;
   PERFORM tally._check_account_fields(p_name, p_external_id, p_timezone);
   IF v_owner IS NOT NULL AND NOT EXISTS (SELECT 1 FROM auth.users WHERE id = v_owner) THEN
-    PERFORM tally._raise('user_not_found', 'P0002', format('owner_id: user %s does not exist', v_owner));
+    PERFORM tally._raise('user_not_found', format('owner_id: user %s does not exist', v_owner));
   END IF;
 
   BEGIN
@@ -1543,7 +1869,7 @@ BEGIN
     VALUES (btrim(p_name), p_external_id, p_timezone)
     RETURNING * INTO v_account;
   EXCEPTION WHEN unique_violation THEN
-    PERFORM tally._raise('duplicate_external_id', '23505', format('external_id: an account with %L already exists', p_external_id));
+    PERFORM tally._raise('duplicate_external_id', format('external_id: an account with %L already exists', p_external_id));
   END;
   IF v_owner IS NOT NULL THEN
     INSERT INTO tally.account_members (account_id, user_id, role) VALUES (v_account.id, v_owner, 'owner');
@@ -1556,7 +1882,7 @@ $$;
 -- Name: FUNCTION create_account(p_name text, p_external_id text, p_timezone text, p_owner_id uuid); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.create_account(p_name text, p_external_id text, p_timezone text, p_owner_id uuid) IS 'Creates an account and makes its owner a member with role owner. A signed-in user always owns what they create; a service caller may name any owner or none. Errors: invalid_parameter / invalid_timezone (22023), duplicate_external_id (23505), user_not_found (P0002), forbidden (42501).';
+COMMENT ON FUNCTION tally.create_account(p_name text, p_external_id text, p_timezone text, p_owner_id uuid) IS 'Creates an account and makes its owner a member with role owner. A signed-in user always owns what they create and cannot set external_id; a service caller may name any owner or none, and an external_id. Errors: invalid_parameter / invalid_timezone (22023), duplicate_external_id (23505), user_not_found (P0002), forbidden (42501).';
 
 --
 -- Name: create_api_key(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: tally; Owner: -
@@ -1573,22 +1899,23 @@ DECLARE
 BEGIN
   PERFORM tally._require_account_role(p_account_id, 'admin');
   IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 200 THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'name: must be 1 to 200 characters');
+    PERFORM tally._raise('invalid_parameter', 'name: must be 1 to 200 characters');
   END IF;
   IF p_expires_at IS NOT NULL AND p_expires_at <= now() THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'expires_at: must be in the future');
+    PERFORM tally._raise('invalid_parameter', 'expires_at: must be in the future');
   END IF;
 
   -- 'tk_' + 40 url-safe base64 characters of two random UUIDs (240 random bits).
   LOOP
     v_secret := 'tk_' || left(translate(encode(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()), 'base64'), '+/=', '-_'), 40);
     v_hash := sha256(convert_to(v_secret, 'UTF8'));
-    EXIT WHEN NOT EXISTS (SELECT 1 FROM tally.api_keys k WHERE k.secret_hash = v_hash);
+    EXIT WHEN NOT EXISTS (SELECT 1 FROM tally.api_key_secrets s WHERE s.secret_hash = v_hash);
   END LOOP;
 
-  INSERT INTO tally.api_keys AS k (account_id, name, prefix, secret_hash, created_by, expires_at)
-  VALUES (p_account_id, btrim(p_name), left(v_secret, 12), v_hash, (select auth.uid()), p_expires_at)
+  INSERT INTO tally.api_keys AS k (account_id, name, prefix, created_by, expires_at)
+  VALUES (p_account_id, btrim(p_name), left(v_secret, 12), (select auth.uid()), p_expires_at)
   RETURNING k.id INTO v_id;
+  INSERT INTO tally.api_key_secrets (account_id, api_key_id, secret_hash) VALUES (p_account_id, v_id, v_hash);
 
   RETURN QUERY SELECT v_id, p_account_id, btrim(p_name), left(v_secret, 12), v_secret, p_expires_at;
 END
@@ -1598,7 +1925,7 @@ $$;
 -- Name: FUNCTION create_api_key(p_account_id uuid, p_name text, p_expires_at timestamp with time zone); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.create_api_key(p_account_id uuid, p_name text, p_expires_at timestamp with time zone) IS 'Creates an API key and returns its secret: the only time the secret exists outside the caller. Needs role admin on the account or a service caller. Errors: invalid_parameter (22023), account_not_found (P0002), forbidden (42501).';
+COMMENT ON FUNCTION tally.create_api_key(p_account_id uuid, p_name text, p_expires_at timestamp with time zone) IS 'Creates an API key and returns its secret: the only time the secret exists outside the caller (the database keeps its SHA-256 in tally.api_key_secrets). Needs role admin on the account or a service caller. Errors: invalid_parameter (22023), forbidden (42501); account_not_found (P0002) for service callers.';
 
 --
 -- Name: detach_meter(regclass); Type: FUNCTION; Schema: tally; Owner: -
@@ -1780,22 +2107,34 @@ COMMENT ON COLUMN tally.events.quantity IS 'Billable units of the event (default
 --
 
 CREATE FUNCTION tally.events_tail() RETURNS SETOF tally.events
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
+    AS $_$
 BEGIN
-  RETURN QUERY EXECUTE format(
-    'SELECT e.* FROM tally.events e WHERE e.id > %s
-       AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)',
-    tally.rollup_watermark());
+  -- The watermark is put into the statement as a constant, so the planner sees how few ids
+  -- lie above it and reads them through the id index, whatever the history behind.
+  IF tally._caller_is_service() THEN
+    RETURN QUERY EXECUTE format(
+      'SELECT e.* FROM tally.events e WHERE e.id > %s
+         AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)',
+      tally.rollup_watermark());
+  ELSE
+    -- the member policy of tally.events (events_member_read), applied here because the
+    -- owner bypasses row-level security
+    RETURN QUERY EXECUTE format(
+      'SELECT e.* FROM tally.events e WHERE e.id > %s AND e.account_id = ANY ($1)
+         AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)',
+      tally.rollup_watermark())
+      USING tally._my_account_ids();
+  END IF;
 END
-$$;
+$_$;
 
 --
 -- Name: FUNCTION events_tail(); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.events_tail() IS 'The events the rollups have not folded yet (id above the watermark, not voided), as the caller may see them under RLS.';
+COMMENT ON FUNCTION tally.events_tail() IS 'The events the rollups have not folded yet (id above the watermark, not voided): all of them for a service caller, those of the caller''s accounts (tally._my_account_ids()) for anyone else, as the member policy on tally.events allows. Runs as its owner so the watermark stays private.';
 
 --
 -- Name: has_role_on_account(uuid, text); Type: FUNCTION; Schema: tally; Owner: -
@@ -1841,6 +2180,69 @@ CREATE FUNCTION tally.heartbeat() RETURNS jsonb
 COMMENT ON FUNCTION tally.heartbeat() IS 'The job the worker schedules every minute: proves the scheduler, the worker and the database are all alive. Returns the time, the schema version and the server version.';
 
 --
+-- Name: histogram_percentile(bigint[], numeric, integer); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally.histogram_percentile(p_hist bigint[], p_fraction numeric, p_latency_max integer DEFAULT NULL::integer) RETURNS double precision
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  v_bounds integer[] := tally.latency_buckets();
+  v_n      numeric := 0;
+  v_rank   numeric;
+  v_seen   numeric := 0;
+  v_k      integer;
+  v_lo     numeric;
+  v_hi     numeric;
+BEGIN
+  IF p_fraction IS NULL OR p_fraction < 0 OR p_fraction > 1 THEN
+    PERFORM tally._raise('invalid_parameter', '22023', format('fraction: must be from 0 to 1 (got %s)', p_fraction));
+  END IF;
+  IF p_hist IS NULL THEN
+    RETURN NULL;
+  END IF;
+  IF cardinality(p_hist) <> 42 OR array_lower(p_hist, 1) <> 1 OR array_position(p_hist, NULL) IS NOT NULL
+     OR EXISTS (SELECT 1 FROM unnest(p_hist) c WHERE c < 0) THEN
+    PERFORM tally._raise('invalid_parameter', '22023', 'hist: must be a 42-slot latency histogram of counts >= 0 (latency_hist of the rollups)');
+  END IF;
+  SELECT sum(c) INTO v_n FROM unnest(p_hist) c;
+  IF v_n = 0 THEN
+    RETURN NULL;
+  END IF;
+  v_rank := greatest(1, ceil(p_fraction * v_n));
+  IF v_rank = v_n AND p_latency_max IS NOT NULL THEN
+    RETURN p_latency_max;  -- the largest latency is known exactly
+  END IF;
+  FOR k IN 0..41 LOOP
+    v_seen := v_seen + p_hist[k + 1];
+    IF v_seen >= v_rank THEN
+      v_k := k;
+      EXIT;
+    END IF;
+  END LOOP;
+  v_lo := CASE WHEN v_k = 0 THEN 0 ELSE v_bounds[v_k] END;
+  v_hi := CASE WHEN v_k = 41 THEN NULL ELSE v_bounds[v_k + 1] - 1 END;
+  IF p_latency_max IS NOT NULL THEN
+    v_hi := greatest(v_lo, least(coalesce(v_hi, p_latency_max), p_latency_max));
+  END IF;
+  IF v_hi IS NULL THEN
+    RETURN v_lo;  -- the open top slot: at least this
+  END IF;
+  IF v_lo + v_hi = 0 THEN
+    RETURN 0;
+  END IF;
+  RETURN (2 * v_lo * v_hi / (v_lo + v_hi))::double precision;
+END
+$$;
+
+--
+-- Name: FUNCTION histogram_percentile(p_hist bigint[], p_fraction numeric, p_latency_max integer); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally.histogram_percentile(p_hist bigint[], p_fraction numeric, p_latency_max integer) IS 'Estimates the nearest-rank percentile (the smallest latency v with at least max(1, ceil(p_fraction * n)) of the n latencies <= v, as percentile_disc) from a latency_hist of the rollups (sum rows first with tally._hist_sum), in ms: 2 lo hi / (lo + hi) over the integer range [lo, hi] of the slot holding that rank, which is within (hi - lo) / (hi + lo) <= 17.2 % of v, exact below 4 ms. Pass latency_max to bound the top slot (>= 1482910 ms; without it the estimate there is its lower bound). NULL for an empty histogram. Errors: invalid_parameter (22023).';
+
+--
 -- Name: import_events(jsonb, text, bigint); Type: FUNCTION; Schema: tally; Owner: -
 --
 
@@ -1869,13 +2271,14 @@ COMMENT ON FUNCTION tally.import_events(p_events jsonb, p_source text, p_first_i
 
 CREATE FUNCTION tally.latency_buckets() RETURNS integer[]
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$ select '{1,2,3,4,6,8,11,16,23,32,45,64,91,128,181,256,362,512,724,1024,1448,2048,2896,4096,5793,8192,11585,16384,23170,32768,46341,65536,92682,131072,185364,262144,370728,524288,741455,1048576,1482910}'::integer[] $$;
 
 --
 -- Name: FUNCTION latency_buckets(); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.latency_buckets() IS 'The lower bounds (ms) of latency histogram buckets 1..41 of the rollups (width_bucket(latency_ms, latency_buckets()) is the slot, 0-based): bucket 0 is [0, 1), bucket k is [bounds[k], bounds[k+1]), bucket 41 is >= 1482910 ms. Adjacent bounds differ by a factor of 1.5 at most, so a percentile read as the geometric middle of its bucket is within about 23 % of the true value (exact to 1 ms below 4 ms).';
+COMMENT ON FUNCTION tally.latency_buckets() IS 'The lower bounds (ms) of latency histogram slots 1..41 of the rollups (width_bucket(latency_ms, latency_buckets()) is the slot, 0-based): slot 0 is [0, 1), slot k is [bounds[k], bounds[k+1]), slot 41 is >= 1482910 ms; from 4 ms on each bound is at most 1.5 times the one before (about sqrt(2) times from 16 ms on). Read percentiles with tally.histogram_percentile: the nearest-rank percentile within 17.2 %, exact below 4 ms.';
 
 --
 -- Name: purge_idempotency_keys(); Type: FUNCTION; Schema: tally; Owner: -
@@ -2198,11 +2601,23 @@ DECLARE
   v_account uuid;
   v_revoked timestamptz;
 BEGIN
-  SELECT k.account_id INTO v_account FROM tally.api_keys k WHERE k.id = p_id;
-  IF v_account IS NULL THEN
-    PERFORM tally._raise('unknown_api_key', 'P0002', format('id: API key %s does not exist', p_id));
+  IF p_id IS NULL THEN
+    PERFORM tally._raise('invalid_parameter', 'id is required');
   END IF;
-  PERFORM tally._require_account_role(v_account, 'admin');
+  IF tally._caller_is_service() THEN
+    SELECT k.account_id INTO v_account FROM tally.api_keys k WHERE k.id = p_id;
+    IF v_account IS NULL THEN
+      PERFORM tally._raise('api_key_not_found', format('id: API key %s does not exist', p_id));
+    END IF;
+  ELSE
+    -- only keys of accounts where the caller is an admin; any other id, existing or not,
+    -- gets the same answer, which names only the id given
+    SELECT k.account_id INTO v_account FROM tally.api_keys k
+    WHERE k.id = p_id AND tally.has_role_on_account(k.account_id, 'admin');
+    IF v_account IS NULL THEN
+      PERFORM tally._raise('forbidden', format('id: requires role admin on the account of API key %s', p_id));
+    END IF;
+  END IF;
   UPDATE tally.api_keys k SET revoked_at = coalesce(k.revoked_at, now())
   WHERE k.account_id = v_account AND k.id = p_id
   RETURNING k.revoked_at INTO v_revoked;
@@ -2214,7 +2629,7 @@ $$;
 -- Name: FUNCTION revoke_api_key(p_id uuid); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.revoke_api_key(p_id uuid) IS 'Revokes an API key (idempotent: revoking twice keeps the first time) and returns when it was revoked. Needs role admin on its account or a service caller. Errors: unknown_api_key (P0002), forbidden (42501).';
+COMMENT ON FUNCTION tally.revoke_api_key(p_id uuid) IS 'Revokes an API key (idempotent: revoking twice keeps the first time) and returns when it was revoked. Needs role admin on its account or a service caller. Errors: forbidden (42501) for a key the caller does not administer, whether it exists or not; api_key_not_found (P0002), service callers only.';
 
 --
 -- Name: rollup_status(); Type: FUNCTION; Schema: tally; Owner: -
@@ -2304,7 +2719,7 @@ CREATE FUNCTION tally.rollup_watermark() RETURNS bigint
 -- Name: FUNCTION rollup_watermark(); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.rollup_watermark() IS 'The rollups'' watermark: events with a higher id are not in usage_hourly/daily/monthly yet (the *_live views add them).';
+COMMENT ON FUNCTION tally.rollup_watermark() IS 'The rollups'' watermark: events with a higher id are not in usage_hourly/daily/monthly yet (the *_live views add them). Service callers only: it reveals the event count of all tenants together.';
 
 --
 -- Name: run_rollups(bigint); Type: FUNCTION; Schema: tally; Owner: -
@@ -2772,6 +3187,52 @@ $$;
 COMMENT ON FUNCTION tally.tg_meter__insert() IS 'Statement-level AFTER INSERT trigger installed by tally.attach_meter: turns the statement''s new rows (transition table tally_new_rows) into events with the meter''s generated SELECT and ingests them in chunks; invalid rows go to tally.rejected_events, and so do whole statements whose mapping broke after attach (meter_mapping_broken).';
 
 --
+-- Name: unpriced_models(interval); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally.unpriced_models(p_window interval DEFAULT '7 days'::interval) RETURNS TABLE(provider text, model text, events bigint, accounts bigint, last_seen_hour timestamp with time zone)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $_$
+DECLARE
+  v_since timestamptz;
+BEGIN
+  IF p_window IS NULL OR p_window <= interval '0' OR p_window > interval '90 days' THEN
+    PERFORM tally._raise('invalid_parameter', '22023', format('window: must be more than 0 and at most 90 days (got %s)', p_window));
+  END IF;
+  v_since := date_trunc('hour', now() - p_window);
+  -- The folded hours through the partial index, plus the tail past the watermark (the
+  -- watermark goes into the statement as a constant, as in tally.events_tail, so the tail
+  -- is read through the id index). One statement, one snapshot: no event is in both.
+  RETURN QUERY EXECUTE format($q$
+    SELECT x.provider, x.model, sum(x.n)::bigint, count(DISTINCT x.account_id), max(x.hour)
+    FROM (
+      SELECT u.provider, u.model, u.account_id, u.unpriced AS n, u.bucket AS hour
+      FROM tally.usage_hourly u
+      WHERE u.unpriced > 0 AND u.bucket >= $1
+      UNION ALL
+      SELECT e.provider, e.model, e.account_id, 1, date_trunc('hour', e.occurred_at)
+      FROM tally.events e
+      WHERE e.id > %s AND e.occurred_at >= $1
+        AND %s = 1
+        AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+    ) x
+    GROUP BY 1, 2
+    ORDER BY 3 DESC, 1, 2$q$,
+    (SELECT s.watermark FROM tally.rollup_state s),
+    (SELECT m.event_value FROM tally._rollup_metrics() m WHERE m.name = 'unpriced'))
+  USING v_since;
+END
+$_$;
+
+--
+-- Name: FUNCTION unpriced_models(p_window interval); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally.unpriced_models(p_window interval) IS 'The (provider, model) pairs with unpriced events (tokens, but no tally.model_prices row matched, so the cost is unknown) in the UTC hours since now() - p_window (default 7 days, at most 90): how many events, in how many accounts, and the latest hour with one. Reads the hourly rows holding unpriced events (a partial index) and the unfolded tail, never the history. Most first. Service callers only. Errors: invalid_parameter (22023).';
+
+--
 -- Name: update_account(uuid, text, text, text); Type: FUNCTION; Schema: tally; Owner: -
 --
 
@@ -2783,6 +3244,9 @@ DECLARE
   v_account tally.accounts;
 BEGIN
   PERFORM tally._require_account_role(p_account_id, 'admin');
+  IF p_external_id IS NOT NULL AND NOT tally._caller_is_service() THEN
+    PERFORM tally._raise('forbidden', 'external_id: only a service caller sets external_id');
+  END IF;
   PERFORM tally._check_account_fields(p_name, p_external_id, p_timezone);
   BEGIN
     UPDATE tally.accounts SET
@@ -2793,7 +3257,7 @@ BEGIN
     WHERE id = p_account_id
     RETURNING * INTO v_account;
   EXCEPTION WHEN unique_violation THEN
-    PERFORM tally._raise('duplicate_external_id', '23505', format('external_id: an account with %L already exists', p_external_id));
+    PERFORM tally._raise('duplicate_external_id', format('external_id: an account with %L already exists', p_external_id));
   END;
   RETURN v_account;
 END
@@ -2803,7 +3267,7 @@ $$;
 -- Name: FUNCTION update_account(p_account_id uuid, p_name text, p_external_id text, p_timezone text); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.update_account(p_account_id uuid, p_name text, p_external_id text, p_timezone text) IS 'Changes an account''s name, external_id or timezone (NULL keeps the current value). Needs role admin or a service caller. Errors as tally.create_account, plus account_not_found (P0002).';
+COMMENT ON FUNCTION tally.update_account(p_account_id uuid, p_name text, p_external_id text, p_timezone text) IS 'Changes an account''s name, external_id or timezone (NULL keeps the current value). Needs role admin or a service caller; external_id only a service caller. Errors as tally.create_account; account_not_found (P0002) only for service callers, forbidden (42501) otherwise.';
 
 --
 -- Name: verify_api_key(text); Type: FUNCTION; Schema: tally; Owner: -
@@ -2817,14 +3281,15 @@ DECLARE
   v_key record;
 BEGIN
   SELECT k.id, k.account_id, k.revoked_at, k.expires_at INTO v_key
-  FROM tally.api_keys k
-  WHERE k.secret_hash = sha256(convert_to(coalesce(p_secret, ''), 'UTF8'));
+  FROM tally.api_key_secrets s
+  JOIN tally.api_keys k ON k.account_id = s.account_id AND k.id = s.api_key_id
+  WHERE s.secret_hash = sha256(convert_to(coalesce(p_secret, ''), 'UTF8'));
   IF NOT FOUND THEN
-    PERFORM tally._raise('unknown_api_key', '28000', 'api key: not recognised');
+    PERFORM tally._raise('unknown_api_key', 'api key: not recognised');
   ELSIF v_key.revoked_at IS NOT NULL THEN
-    PERFORM tally._raise('revoked_api_key', '28000', format('api key %s was revoked at %s', v_key.id, v_key.revoked_at));
+    PERFORM tally._raise('revoked_api_key', format('api key: revoked at %s', v_key.revoked_at));
   ELSIF v_key.expires_at IS NOT NULL AND v_key.expires_at <= now() THEN
-    PERFORM tally._raise('expired_api_key', '28000', format('api key %s expired at %s', v_key.id, v_key.expires_at));
+    PERFORM tally._raise('expired_api_key', format('api key: expired at %s', v_key.expires_at));
   END IF;
   RETURN QUERY SELECT v_key.id, v_key.account_id;
 END
@@ -2834,7 +3299,7 @@ $$;
 -- Name: FUNCTION verify_api_key(p_secret text); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.verify_api_key(p_secret text) IS 'Authenticates a presented secret by its SHA-256 and returns the key and its account. Errors (SQLSTATE 28000): unknown_api_key, revoked_api_key, expired_api_key. Service callers only.';
+COMMENT ON FUNCTION tally.verify_api_key(p_secret text) IS 'Authenticates a presented secret by its SHA-256 (tally.api_key_secrets) and returns the key and its account. Errors (SQLSTATE 28000): unknown_api_key, revoked_api_key, expired_api_key; the messages name no id. Service callers only.';
 
 --
 -- Name: verify_previous_day(); Type: FUNCTION; Schema: tally; Owner: -
@@ -2879,11 +3344,27 @@ CREATE FUNCTION tally.verify_rollups(p_from timestamp with time zone, p_to times
     SET jit TO 'off'
     SET "DateStyle" TO 'ISO'
     SET "TimeZone" TO 'UTC'
-    AS $$
+    AS $_$
+DECLARE
+  v_columns  text;  -- the event columns the metrics read
+  v_keyed    text;  -- the same, from the folded CTE
+  v_expected text;
+  v_actual   text;
 BEGIN
   PERFORM tally._check_rollup_range(p_from, p_to, 'verify');
 
-  RETURN QUERY
+  SELECT string_agg(format('e.%I', c), ', ' ORDER BY c), string_agg(format('f.%I', c), ', ' ORDER BY c)
+  INTO v_columns, v_keyed
+  FROM (SELECT DISTINCT unnest(m.columns) AS c FROM tally._rollup_metrics() m) cs;
+  SELECT 'jsonb_build_object(' || string_agg(format('%L, %s', m.name, CASE m.combine
+           WHEN 'histogram' THEN format('to_jsonb(tally._hist_agg(width_bucket(%1$s, tally.latency_buckets()), CASE WHEN (%1$s) IS NOT NULL THEN 1 END))', m.event_value)
+           ELSE m.group_value END), ', ' ORDER BY m.ord) || ')',
+         'jsonb_build_object(' || string_agg(format('%L, %s', m.name, CASE m.combine
+           WHEN 'histogram' THEN format('to_jsonb(u.%I)', m.name) ELSE format('u.%I', m.name) END), ', ' ORDER BY m.ord) || ')'
+  INTO v_expected, v_actual
+  FROM tally._rollup_metrics() m;
+
+  RETURN QUERY EXECUTE format($q$
   WITH state AS (
     SELECT s.watermark FROM tally.rollup_state s
   ),
@@ -2893,66 +3374,51 @@ BEGIN
     SELECT e.account_id,
            date_trunc('hour', e.occurred_at, 'UTC') AS hour_utc,
            (e.occurred_at AT TIME ZONE a.timezone)::date AS local_day,
-           (p_from AT TIME ZONE a.timezone)::date AS from_day,
-           ((p_to - interval '1 microsecond') AT TIME ZONE a.timezone)::date AS to_day,
+           ($1 AT TIME ZONE a.timezone)::date AS from_day,
+           (($2 - interval '1 microsecond') AT TIME ZONE a.timezone)::date AS to_day,
            tally._dim_key(e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type) AS dim_key,
-           e.success, e.cached, e.files, e.bytes, e.tokens_in, e.tokens_out, e.cost_usd, e.potential_cost_usd,
-           e.quantity, e.latency_ms
+           %1$s
     FROM tally.events e
     JOIN tally.accounts a ON a.id = e.account_id
     CROSS JOIN state s
     WHERE e.id <= s.watermark
-      AND e.occurred_at >= p_from - interval '32 days' AND e.occurred_at < p_to + interval '32 days'
+      AND e.occurred_at >= $1 - interval '32 days' AND e.occurred_at < $2 + interval '32 days'
       AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
   ),
   keyed AS (
     -- each folded event once per grain whose bucket overlaps the range
-    SELECT 'hourly' AS grain, f.account_id, f.hour_utc::text AS bucket, f.dim_key, f.success, f.cached, f.files, f.bytes, f.tokens_in, f.tokens_out, f.cost_usd, f.potential_cost_usd, f.quantity, f.latency_ms
+    SELECT 'hourly' AS grain, f.account_id, f.hour_utc::text AS bucket, f.dim_key, %2$s
     FROM folded f
-    WHERE f.hour_utc >= date_trunc('hour', p_from, 'UTC') AND f.hour_utc < p_to AND f.hour_utc >= tally._retention_floor('hourly')
+    WHERE f.hour_utc >= date_trunc('hour', $1, 'UTC') AND f.hour_utc < $2 AND f.hour_utc >= tally._retention_floor('hourly')
     UNION ALL
-    SELECT 'daily', f.account_id, f.local_day::text, f.dim_key, f.success, f.cached, f.files, f.bytes, f.tokens_in, f.tokens_out, f.cost_usd, f.potential_cost_usd, f.quantity, f.latency_ms
+    SELECT 'daily', f.account_id, f.local_day::text, f.dim_key, %2$s
     FROM folded f
     WHERE f.local_day BETWEEN f.from_day AND f.to_day AND f.local_day >= tally._retention_floor('daily')::date
     UNION ALL
-    SELECT 'monthly', f.account_id, date_trunc('month', f.local_day)::date::text, f.dim_key, f.success, f.cached, f.files, f.bytes, f.tokens_in, f.tokens_out, f.cost_usd, f.potential_cost_usd, f.quantity, f.latency_ms
+    SELECT 'monthly', f.account_id, date_trunc('month', f.local_day)::date::text, f.dim_key, %2$s
     FROM folded f
     WHERE date_trunc('month', f.local_day) BETWEEN date_trunc('month', f.from_day) AND date_trunc('month', f.to_day)
   ),
   expected AS (
-    SELECT k.grain, k.account_id, k.bucket, k.dim_key, jsonb_build_object(
-             'requests', count(*), 'successful', count(*) FILTER (WHERE k.success),
-             'failed', count(*) FILTER (WHERE NOT k.success), 'cached', count(*) FILTER (WHERE k.cached),
-             'files', coalesce(sum(k.files), 0), 'bytes', coalesce(sum(k.bytes), 0),
-             'tokens_in', coalesce(sum(k.tokens_in), 0), 'tokens_out', coalesce(sum(k.tokens_out), 0),
-             'cost_usd', coalesce(sum(k.cost_usd), 0), 'potential_cost_usd', coalesce(sum(k.potential_cost_usd), 0),
-             'quantity', sum(k.quantity), 'latency_count', count(k.latency_ms),
-             'latency_sum', coalesce(sum(k.latency_ms), 0), 'latency_max', max(k.latency_ms),
-             'latency_hist', to_jsonb(tally._hist_agg(width_bucket(k.latency_ms, tally.latency_buckets()), CASE WHEN k.latency_ms IS NOT NULL THEN 1 END))) AS m
-    FROM keyed k
+    SELECT e.grain, e.account_id, e.bucket, e.dim_key, %3$s AS m
+    FROM keyed e
     GROUP BY 1, 2, 3, 4
   ),
   actual AS (
     -- the stored rows of the same buckets
-    SELECT 'hourly' AS grain, u.account_id, u.bucket::text AS bucket, u.dim_key, tally._usage_metrics(u.requests, u.successful, u.failed,
-             u.cached, u.files, u.bytes, u.tokens_in, u.tokens_out, u.cost_usd, u.potential_cost_usd, u.quantity,
-             u.latency_count, u.latency_sum, u.latency_max, u.latency_hist) AS m
+    SELECT 'hourly' AS grain, u.account_id, u.bucket::text AS bucket, u.dim_key, %4$s AS m
     FROM tally.usage_hourly u
-    WHERE u.bucket >= date_trunc('hour', p_from, 'UTC') AND u.bucket < p_to AND u.bucket >= tally._retention_floor('hourly')
+    WHERE u.bucket >= date_trunc('hour', $1, 'UTC') AND u.bucket < $2 AND u.bucket >= tally._retention_floor('hourly')
     UNION ALL
-    SELECT 'daily', u.account_id, u.bucket::text, u.dim_key, tally._usage_metrics(u.requests, u.successful, u.failed,
-             u.cached, u.files, u.bytes, u.tokens_in, u.tokens_out, u.cost_usd, u.potential_cost_usd, u.quantity,
-             u.latency_count, u.latency_sum, u.latency_max, u.latency_hist)
+    SELECT 'daily', u.account_id, u.bucket::text, u.dim_key, %4$s
     FROM tally.usage_daily u JOIN tally.accounts a ON a.id = u.account_id
-    WHERE u.bucket BETWEEN (p_from AT TIME ZONE a.timezone)::date AND ((p_to - interval '1 microsecond') AT TIME ZONE a.timezone)::date
+    WHERE u.bucket BETWEEN ($1 AT TIME ZONE a.timezone)::date AND (($2 - interval '1 microsecond') AT TIME ZONE a.timezone)::date
       AND u.bucket >= tally._retention_floor('daily')::date
     UNION ALL
-    SELECT 'monthly', u.account_id, u.bucket::text, u.dim_key, tally._usage_metrics(u.requests, u.successful, u.failed,
-             u.cached, u.files, u.bytes, u.tokens_in, u.tokens_out, u.cost_usd, u.potential_cost_usd, u.quantity,
-             u.latency_count, u.latency_sum, u.latency_max, u.latency_hist)
+    SELECT 'monthly', u.account_id, u.bucket::text, u.dim_key, %4$s
     FROM tally.usage_monthly u JOIN tally.accounts a ON a.id = u.account_id
-    WHERE u.bucket BETWEEN date_trunc('month', (p_from AT TIME ZONE a.timezone))::date
-                       AND date_trunc('month', ((p_to - interval '1 microsecond') AT TIME ZONE a.timezone))::date
+    WHERE u.bucket BETWEEN date_trunc('month', ($1 AT TIME ZONE a.timezone))::date
+                       AND date_trunc('month', (($2 - interval '1 microsecond') AT TIME ZONE a.timezone))::date
   )
   -- a bucket missing on either side, or any metric that differs
   SELECT coalesce(x.grain, y.grain), coalesce(x.account_id, y.account_id), coalesce(x.bucket, y.bucket),
@@ -2960,15 +3426,16 @@ BEGIN
   FROM expected x
   FULL JOIN actual y ON y.grain = x.grain AND y.account_id = x.account_id AND y.bucket = x.bucket AND y.dim_key = x.dim_key
   WHERE x.m IS DISTINCT FROM y.m
-  ORDER BY 1, 2, 3, 4;
+  ORDER BY 1, 2, 3, 4$q$, v_columns, v_keyed, v_expected, v_actual)
+  USING p_from, p_to;
 END
-$$;
+$_$;
 
 --
 -- Name: FUNCTION verify_rollups(p_from timestamp with time zone, p_to timestamp with time zone); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.verify_rollups(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Compares every hourly, daily and monthly bucket that overlaps [p_from, p_to) (at most 400 days) with the folded raw events (id <= watermark), metric by metric (hourly and daily buckets past their retention are skipped). Refuses a range starting before the retention of raw events (past_retention, 22023). Returns one row per bucket and dimension tuple that differs (expected from events, actual stored; NULL when missing); no rows = consistent. Service callers only.';
+COMMENT ON FUNCTION tally.verify_rollups(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Compares every hourly, daily and monthly bucket that overlaps [p_from, p_to) (at most 400 days) with the folded raw events (id <= watermark), metric by metric (every metric of tally._rollup_metrics(); hourly and daily buckets past their retention are skipped). Refuses a range starting before the retention of raw events (past_retention, 22023). Returns one row per bucket and dimension tuple that differs (expected from events, actual stored; NULL when missing); no rows = consistent. A mismatch is repaired with tally.recompute_rollups over the same range. Service callers only.';
 
 --
 -- Name: void_events(bigint[], text); Type: FUNCTION; Schema: tally; Owner: -
@@ -3100,6 +3567,29 @@ CREATE TABLE auth.users (
 COMMENT ON TABLE auth.users IS 'Supabase-compatible users table created by Tally on plain PostgreSQL; on Supabase the real one is used.';
 
 --
+-- Name: api_key_secrets; Type: TABLE; Schema: tally; Owner: -
+--
+
+CREATE TABLE tally.api_key_secrets (
+    account_id uuid NOT NULL,
+    api_key_id uuid NOT NULL,
+    secret_hash bytea NOT NULL,
+    CONSTRAINT api_key_secrets_secret_hash_check CHECK ((length(secret_hash) = 32))
+);
+
+--
+-- Name: TABLE api_key_secrets; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON TABLE tally.api_key_secrets IS 'The SHA-256 of each API key''s secret (never the secret), one row per tally.api_keys row. Readable by no API role; only Tally''s SECURITY DEFINER functions use it.';
+
+--
+-- Name: COLUMN api_key_secrets.secret_hash; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.api_key_secrets.secret_hash IS 'sha256 of the secret''s UTF-8 bytes.';
+
+--
 -- Name: api_keys; Type: TABLE; Schema: tally; Owner: -
 --
 
@@ -3108,22 +3598,20 @@ CREATE TABLE tally.api_keys (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     name text NOT NULL,
     prefix text NOT NULL,
-    secret_hash bytea NOT NULL,
     created_by uuid,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     expires_at timestamp with time zone,
     revoked_at timestamp with time zone,
     CONSTRAINT api_keys_check CHECK (((expires_at IS NULL) OR (expires_at > created_at))),
     CONSTRAINT api_keys_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200))),
-    CONSTRAINT api_keys_prefix_check CHECK ((length(prefix) = 12)),
-    CONSTRAINT api_keys_secret_hash_check CHECK ((length(secret_hash) = 32))
+    CONSTRAINT api_keys_prefix_check CHECK ((length(prefix) = 12))
 );
 
 --
 -- Name: TABLE api_keys; Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON TABLE tally.api_keys IS 'API keys of an account: name, the visible prefix of the secret, and the SHA-256 of the secret (never the secret). secret_hash is readable by no API role.';
+COMMENT ON TABLE tally.api_keys IS 'API keys of an account: name, the visible prefix of the secret, who created it, when it expires or was revoked. The hash of the secret is in tally.api_key_secrets; the secret itself is never stored. Members read their accounts'' keys, every column.';
 
 --
 -- Name: COLUMN api_keys.prefix; Type: COMMENT; Schema: tally; Owner: -
@@ -3132,10 +3620,35 @@ COMMENT ON TABLE tally.api_keys IS 'API keys of an account: name, the visible pr
 COMMENT ON COLUMN tally.api_keys.prefix IS 'The first 12 characters of the secret, to recognise a key in a list (e.g. tk_live_AbCd).';
 
 --
--- Name: COLUMN api_keys.secret_hash; Type: COMMENT; Schema: tally; Owner: -
+-- Name: error_codes; Type: TABLE; Schema: tally; Owner: -
 --
 
-COMMENT ON COLUMN tally.api_keys.secret_hash IS 'sha256 of the secret''s UTF-8 bytes. Not granted to any API role.';
+CREATE TABLE tally.error_codes (
+    code text NOT NULL,
+    sqlstate text NOT NULL,
+    description text NOT NULL,
+    CONSTRAINT error_codes_code_check CHECK ((code ~ '^[a-z][a-z0-9_]{1,62}$'::text)),
+    CONSTRAINT error_codes_description_check CHECK (((length(description) >= 1) AND (length(description) <= 500))),
+    CONSTRAINT error_codes_sqlstate_check CHECK ((sqlstate ~ '^[0-9A-Z]{5}$'::text))
+);
+
+--
+-- Name: TABLE error_codes; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON TABLE tally.error_codes IS 'Every stable Tally error code the SQL raises (in HINT) or records (in rejected_events), with the SQLSTATE it is raised with. tally._raise looks the SQLSTATE up here by code.';
+
+--
+-- Name: COLUMN error_codes.code; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.error_codes.code IS 'The stable code: carried in HINT when raised, in rejected_events.code when recorded.';
+
+--
+-- Name: COLUMN error_codes.sqlstate; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.error_codes.sqlstate IS 'The SQLSTATE the code is raised with: 42501 permission, 22023 bad parameter, P0002 not found, 28000 API key, 23505 conflict.';
 
 --
 -- Name: event_voids; Type: TABLE; Schema: tally; Owner: -
@@ -3385,6 +3898,7 @@ CREATE TABLE tally.usage_daily (
     latency_sum numeric NOT NULL,
     latency_max integer,
     latency_hist bigint[] NOT NULL,
+    unpriced bigint DEFAULT 0 NOT NULL,
     CONSTRAINT usage_hourly_latency_hist_check CHECK ((cardinality(latency_hist) = 42))
 );
 
@@ -3393,6 +3907,12 @@ CREATE TABLE tally.usage_daily (
 --
 
 COMMENT ON TABLE tally.usage_daily IS 'Usage per calendar day in the account''s time zone (bucket = the local date) and dimension tuple; the same metrics as tally.usage_hourly.';
+
+--
+-- Name: COLUMN usage_daily.unpriced; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.usage_daily.unpriced IS 'Events with tokens whose cost (or, for a cached call, potential cost) Tally had to compute but found no tally.model_prices row for (see tally.usage_hourly.unpriced).';
 
 --
 -- Name: usage_daily_live; Type: VIEW; Schema: tally; Owner: -
@@ -3422,7 +3942,8 @@ CREATE VIEW tally.usage_daily_live WITH (security_invoker='true') AS
     (sum(x.latency_count))::bigint AS latency_count,
     sum(x.latency_sum) AS latency_sum,
     max(x.latency_max) AS latency_max,
-    tally._hist_sum(x.latency_hist) AS latency_hist
+    ARRAY[(sum(x.latency_hist_h0))::bigint, (sum(x.latency_hist_h1))::bigint, (sum(x.latency_hist_h2))::bigint, (sum(x.latency_hist_h3))::bigint, (sum(x.latency_hist_h4))::bigint, (sum(x.latency_hist_h5))::bigint, (sum(x.latency_hist_h6))::bigint, (sum(x.latency_hist_h7))::bigint, (sum(x.latency_hist_h8))::bigint, (sum(x.latency_hist_h9))::bigint, (sum(x.latency_hist_h10))::bigint, (sum(x.latency_hist_h11))::bigint, (sum(x.latency_hist_h12))::bigint, (sum(x.latency_hist_h13))::bigint, (sum(x.latency_hist_h14))::bigint, (sum(x.latency_hist_h15))::bigint, (sum(x.latency_hist_h16))::bigint, (sum(x.latency_hist_h17))::bigint, (sum(x.latency_hist_h18))::bigint, (sum(x.latency_hist_h19))::bigint, (sum(x.latency_hist_h20))::bigint, (sum(x.latency_hist_h21))::bigint, (sum(x.latency_hist_h22))::bigint, (sum(x.latency_hist_h23))::bigint, (sum(x.latency_hist_h24))::bigint, (sum(x.latency_hist_h25))::bigint, (sum(x.latency_hist_h26))::bigint, (sum(x.latency_hist_h27))::bigint, (sum(x.latency_hist_h28))::bigint, (sum(x.latency_hist_h29))::bigint, (sum(x.latency_hist_h30))::bigint, (sum(x.latency_hist_h31))::bigint, (sum(x.latency_hist_h32))::bigint, (sum(x.latency_hist_h33))::bigint, (sum(x.latency_hist_h34))::bigint, (sum(x.latency_hist_h35))::bigint, (sum(x.latency_hist_h36))::bigint, (sum(x.latency_hist_h37))::bigint, (sum(x.latency_hist_h38))::bigint, (sum(x.latency_hist_h39))::bigint, (sum(x.latency_hist_h40))::bigint, (sum(x.latency_hist_h41))::bigint] AS latency_hist,
+    (sum(x.unpriced))::bigint AS unpriced
    FROM ( SELECT u.account_id,
             u.bucket,
             u.dim_key,
@@ -3446,45 +3967,263 @@ CREATE VIEW tally.usage_daily_live WITH (security_invoker='true') AS
             u.latency_count,
             u.latency_sum,
             u.latency_max,
-            u.latency_hist
+            u.latency_hist[1] AS latency_hist_h0,
+            u.latency_hist[2] AS latency_hist_h1,
+            u.latency_hist[3] AS latency_hist_h2,
+            u.latency_hist[4] AS latency_hist_h3,
+            u.latency_hist[5] AS latency_hist_h4,
+            u.latency_hist[6] AS latency_hist_h5,
+            u.latency_hist[7] AS latency_hist_h6,
+            u.latency_hist[8] AS latency_hist_h7,
+            u.latency_hist[9] AS latency_hist_h8,
+            u.latency_hist[10] AS latency_hist_h9,
+            u.latency_hist[11] AS latency_hist_h10,
+            u.latency_hist[12] AS latency_hist_h11,
+            u.latency_hist[13] AS latency_hist_h12,
+            u.latency_hist[14] AS latency_hist_h13,
+            u.latency_hist[15] AS latency_hist_h14,
+            u.latency_hist[16] AS latency_hist_h15,
+            u.latency_hist[17] AS latency_hist_h16,
+            u.latency_hist[18] AS latency_hist_h17,
+            u.latency_hist[19] AS latency_hist_h18,
+            u.latency_hist[20] AS latency_hist_h19,
+            u.latency_hist[21] AS latency_hist_h20,
+            u.latency_hist[22] AS latency_hist_h21,
+            u.latency_hist[23] AS latency_hist_h22,
+            u.latency_hist[24] AS latency_hist_h23,
+            u.latency_hist[25] AS latency_hist_h24,
+            u.latency_hist[26] AS latency_hist_h25,
+            u.latency_hist[27] AS latency_hist_h26,
+            u.latency_hist[28] AS latency_hist_h27,
+            u.latency_hist[29] AS latency_hist_h28,
+            u.latency_hist[30] AS latency_hist_h29,
+            u.latency_hist[31] AS latency_hist_h30,
+            u.latency_hist[32] AS latency_hist_h31,
+            u.latency_hist[33] AS latency_hist_h32,
+            u.latency_hist[34] AS latency_hist_h33,
+            u.latency_hist[35] AS latency_hist_h34,
+            u.latency_hist[36] AS latency_hist_h35,
+            u.latency_hist[37] AS latency_hist_h36,
+            u.latency_hist[38] AS latency_hist_h37,
+            u.latency_hist[39] AS latency_hist_h38,
+            u.latency_hist[40] AS latency_hist_h39,
+            u.latency_hist[41] AS latency_hist_h40,
+            u.latency_hist[42] AS latency_hist_h41,
+            u.unpriced
            FROM tally.usage_daily u
         UNION ALL
          SELECT e.account_id,
             ((e.occurred_at AT TIME ZONE a.timezone))::date AS timezone,
-            tally._dim_key(e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type) AS _dim_key,
+            (md5(concat_ws('|'::text, COALESCE((e.api_key_id)::text, '-'::text), COALESCE(((length(e.event_type) || ':'::text) || e.event_type), '-'::text), COALESCE(((length(e.provider) || ':'::text) || e.provider), '-'::text), COALESCE(((length(e.model) || ':'::text) || e.model), '-'::text), COALESCE(((length(e.endpoint) || ':'::text) || e.endpoint), '-'::text), COALESCE(((length(e.file_type) || ':'::text) || e.file_type), '-'::text))))::uuid AS md5,
             e.api_key_id,
             e.event_type,
             e.provider,
             e.model,
             e.endpoint,
             e.file_type,
-            1,
+            (1)::bigint AS int8,
+            (
                 CASE
                     WHEN e.success THEN 1
                     ELSE 0
-                END AS "case",
+                END)::bigint AS int8,
+            (
                 CASE
                     WHEN e.success THEN 0
                     ELSE 1
-                END AS "case",
+                END)::bigint AS int8,
+            (
                 CASE
                     WHEN e.cached THEN 1
                     ELSE 0
-                END AS "case",
-            COALESCE(e.files, (0)::bigint) AS "coalesce",
-            COALESCE(e.bytes, (0)::bigint) AS "coalesce",
-            COALESCE(e.tokens_in, (0)::bigint) AS "coalesce",
-            COALESCE(e.tokens_out, (0)::bigint) AS "coalesce",
+                END)::bigint AS int8,
+            (COALESCE(e.files, (0)::bigint))::numeric AS "coalesce",
+            (COALESCE(e.bytes, (0)::bigint))::numeric AS "coalesce",
+            (COALESCE(e.tokens_in, (0)::bigint))::numeric AS "coalesce",
+            (COALESCE(e.tokens_out, (0)::bigint))::numeric AS "coalesce",
             COALESCE(e.cost_usd, (0)::numeric) AS "coalesce",
             COALESCE(e.potential_cost_usd, (0)::numeric) AS "coalesce",
-            e.quantity,
+            (e.quantity)::numeric AS quantity,
+            (
                 CASE
                     WHEN (e.latency_ms IS NULL) THEN 0
                     ELSE 1
-                END AS "case",
-            COALESCE(e.latency_ms, 0) AS "coalesce",
+                END)::bigint AS int8,
+            (COALESCE(e.latency_ms, 0))::numeric AS "coalesce",
             e.latency_ms,
-            tally._hist_one(e.latency_ms) AS _hist_one
+                CASE
+                    WHEN (e.latency_ms < 1) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1) AND (e.latency_ms < 2)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 2) AND (e.latency_ms < 3)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 3) AND (e.latency_ms < 4)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 4) AND (e.latency_ms < 6)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 6) AND (e.latency_ms < 8)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 8) AND (e.latency_ms < 11)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 11) AND (e.latency_ms < 16)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 16) AND (e.latency_ms < 23)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 23) AND (e.latency_ms < 32)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 32) AND (e.latency_ms < 45)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 45) AND (e.latency_ms < 64)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 64) AND (e.latency_ms < 91)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 91) AND (e.latency_ms < 128)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 128) AND (e.latency_ms < 181)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 181) AND (e.latency_ms < 256)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 256) AND (e.latency_ms < 362)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 362) AND (e.latency_ms < 512)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 512) AND (e.latency_ms < 724)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 724) AND (e.latency_ms < 1024)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1024) AND (e.latency_ms < 1448)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1448) AND (e.latency_ms < 2048)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 2048) AND (e.latency_ms < 2896)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 2896) AND (e.latency_ms < 4096)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 4096) AND (e.latency_ms < 5793)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 5793) AND (e.latency_ms < 8192)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 8192) AND (e.latency_ms < 11585)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 11585) AND (e.latency_ms < 16384)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 16384) AND (e.latency_ms < 23170)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 23170) AND (e.latency_ms < 32768)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 32768) AND (e.latency_ms < 46341)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 46341) AND (e.latency_ms < 65536)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 65536) AND (e.latency_ms < 92682)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 92682) AND (e.latency_ms < 131072)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 131072) AND (e.latency_ms < 185364)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 185364) AND (e.latency_ms < 262144)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 262144) AND (e.latency_ms < 370728)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 370728) AND (e.latency_ms < 524288)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 524288) AND (e.latency_ms < 741455)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 741455) AND (e.latency_ms < 1048576)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1048576) AND (e.latency_ms < 1482910)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN (e.latency_ms >= 1482910) THEN 1
+                    ELSE 0
+                END AS "case",
+            (
+                CASE
+                    WHEN (((e.tokens_in IS NOT NULL) OR (e.tokens_out IS NOT NULL)) AND ((e.cost_usd IS NULL) OR (e.potential_cost_usd IS NULL))) THEN 1
+                    ELSE 0
+                END)::bigint AS int8
            FROM (tally.events_tail() e(account_id, occurred_at, id, received_at, api_key_id, event_type, provider, model, endpoint, method, status_code, success, error_message, file_type, files, bytes, tokens_in, tokens_out, cached, cost_usd, potential_cost_usd, cost_given, potential_cost_given, latency_ms, quantity, idempotency_key, properties)
              JOIN tally.accounts a ON ((a.id = e.account_id)))) x
   GROUP BY x.account_id, x.bucket, x.dim_key, x.api_key_id, x.event_type, x.provider, x.model, x.endpoint, x.file_type;
@@ -3524,6 +4263,7 @@ CREATE TABLE tally.usage_hourly (
     latency_sum numeric NOT NULL,
     latency_max integer,
     latency_hist bigint[] NOT NULL,
+    unpriced bigint DEFAULT 0 NOT NULL,
     CONSTRAINT usage_hourly_latency_hist_check CHECK ((cardinality(latency_hist) = 42))
 );
 
@@ -3532,6 +4272,12 @@ CREATE TABLE tally.usage_hourly (
 --
 
 COMMENT ON TABLE tally.usage_hourly IS 'Usage per UTC hour (bucket = the hour''s start) and dimension tuple (api_key_id, event_type, provider, model, endpoint, file_type; NULL = absent). Sums of the events'' metrics; latency_hist counts events per tally.latency_buckets() bucket. Written only by tally.run_rollups; members read their accounts'' rows.';
+
+--
+-- Name: COLUMN usage_hourly.unpriced; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.usage_hourly.unpriced IS 'Events with tokens whose cost (or, for a cached call, potential cost) Tally had to compute but found no tally.model_prices row for: their cost_usd counts as 0 here, but it is unknown, not free.';
 
 --
 -- Name: usage_hourly_live; Type: VIEW; Schema: tally; Owner: -
@@ -3561,7 +4307,8 @@ CREATE VIEW tally.usage_hourly_live WITH (security_invoker='true') AS
     (sum(x.latency_count))::bigint AS latency_count,
     sum(x.latency_sum) AS latency_sum,
     max(x.latency_max) AS latency_max,
-    tally._hist_sum(x.latency_hist) AS latency_hist
+    ARRAY[(sum(x.latency_hist_h0))::bigint, (sum(x.latency_hist_h1))::bigint, (sum(x.latency_hist_h2))::bigint, (sum(x.latency_hist_h3))::bigint, (sum(x.latency_hist_h4))::bigint, (sum(x.latency_hist_h5))::bigint, (sum(x.latency_hist_h6))::bigint, (sum(x.latency_hist_h7))::bigint, (sum(x.latency_hist_h8))::bigint, (sum(x.latency_hist_h9))::bigint, (sum(x.latency_hist_h10))::bigint, (sum(x.latency_hist_h11))::bigint, (sum(x.latency_hist_h12))::bigint, (sum(x.latency_hist_h13))::bigint, (sum(x.latency_hist_h14))::bigint, (sum(x.latency_hist_h15))::bigint, (sum(x.latency_hist_h16))::bigint, (sum(x.latency_hist_h17))::bigint, (sum(x.latency_hist_h18))::bigint, (sum(x.latency_hist_h19))::bigint, (sum(x.latency_hist_h20))::bigint, (sum(x.latency_hist_h21))::bigint, (sum(x.latency_hist_h22))::bigint, (sum(x.latency_hist_h23))::bigint, (sum(x.latency_hist_h24))::bigint, (sum(x.latency_hist_h25))::bigint, (sum(x.latency_hist_h26))::bigint, (sum(x.latency_hist_h27))::bigint, (sum(x.latency_hist_h28))::bigint, (sum(x.latency_hist_h29))::bigint, (sum(x.latency_hist_h30))::bigint, (sum(x.latency_hist_h31))::bigint, (sum(x.latency_hist_h32))::bigint, (sum(x.latency_hist_h33))::bigint, (sum(x.latency_hist_h34))::bigint, (sum(x.latency_hist_h35))::bigint, (sum(x.latency_hist_h36))::bigint, (sum(x.latency_hist_h37))::bigint, (sum(x.latency_hist_h38))::bigint, (sum(x.latency_hist_h39))::bigint, (sum(x.latency_hist_h40))::bigint, (sum(x.latency_hist_h41))::bigint] AS latency_hist,
+    (sum(x.unpriced))::bigint AS unpriced
    FROM ( SELECT u.account_id,
             u.bucket,
             u.dim_key,
@@ -3585,45 +4332,263 @@ CREATE VIEW tally.usage_hourly_live WITH (security_invoker='true') AS
             u.latency_count,
             u.latency_sum,
             u.latency_max,
-            u.latency_hist
+            u.latency_hist[1] AS latency_hist_h0,
+            u.latency_hist[2] AS latency_hist_h1,
+            u.latency_hist[3] AS latency_hist_h2,
+            u.latency_hist[4] AS latency_hist_h3,
+            u.latency_hist[5] AS latency_hist_h4,
+            u.latency_hist[6] AS latency_hist_h5,
+            u.latency_hist[7] AS latency_hist_h6,
+            u.latency_hist[8] AS latency_hist_h7,
+            u.latency_hist[9] AS latency_hist_h8,
+            u.latency_hist[10] AS latency_hist_h9,
+            u.latency_hist[11] AS latency_hist_h10,
+            u.latency_hist[12] AS latency_hist_h11,
+            u.latency_hist[13] AS latency_hist_h12,
+            u.latency_hist[14] AS latency_hist_h13,
+            u.latency_hist[15] AS latency_hist_h14,
+            u.latency_hist[16] AS latency_hist_h15,
+            u.latency_hist[17] AS latency_hist_h16,
+            u.latency_hist[18] AS latency_hist_h17,
+            u.latency_hist[19] AS latency_hist_h18,
+            u.latency_hist[20] AS latency_hist_h19,
+            u.latency_hist[21] AS latency_hist_h20,
+            u.latency_hist[22] AS latency_hist_h21,
+            u.latency_hist[23] AS latency_hist_h22,
+            u.latency_hist[24] AS latency_hist_h23,
+            u.latency_hist[25] AS latency_hist_h24,
+            u.latency_hist[26] AS latency_hist_h25,
+            u.latency_hist[27] AS latency_hist_h26,
+            u.latency_hist[28] AS latency_hist_h27,
+            u.latency_hist[29] AS latency_hist_h28,
+            u.latency_hist[30] AS latency_hist_h29,
+            u.latency_hist[31] AS latency_hist_h30,
+            u.latency_hist[32] AS latency_hist_h31,
+            u.latency_hist[33] AS latency_hist_h32,
+            u.latency_hist[34] AS latency_hist_h33,
+            u.latency_hist[35] AS latency_hist_h34,
+            u.latency_hist[36] AS latency_hist_h35,
+            u.latency_hist[37] AS latency_hist_h36,
+            u.latency_hist[38] AS latency_hist_h37,
+            u.latency_hist[39] AS latency_hist_h38,
+            u.latency_hist[40] AS latency_hist_h39,
+            u.latency_hist[41] AS latency_hist_h40,
+            u.latency_hist[42] AS latency_hist_h41,
+            u.unpriced
            FROM tally.usage_hourly u
         UNION ALL
          SELECT e.account_id,
             date_trunc('hour'::text, e.occurred_at, 'UTC'::text) AS date_trunc,
-            tally._dim_key(e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type) AS _dim_key,
+            (md5(concat_ws('|'::text, COALESCE((e.api_key_id)::text, '-'::text), COALESCE(((length(e.event_type) || ':'::text) || e.event_type), '-'::text), COALESCE(((length(e.provider) || ':'::text) || e.provider), '-'::text), COALESCE(((length(e.model) || ':'::text) || e.model), '-'::text), COALESCE(((length(e.endpoint) || ':'::text) || e.endpoint), '-'::text), COALESCE(((length(e.file_type) || ':'::text) || e.file_type), '-'::text))))::uuid AS md5,
             e.api_key_id,
             e.event_type,
             e.provider,
             e.model,
             e.endpoint,
             e.file_type,
-            1,
+            (1)::bigint AS int8,
+            (
                 CASE
                     WHEN e.success THEN 1
                     ELSE 0
-                END AS "case",
+                END)::bigint AS int8,
+            (
                 CASE
                     WHEN e.success THEN 0
                     ELSE 1
-                END AS "case",
+                END)::bigint AS int8,
+            (
                 CASE
                     WHEN e.cached THEN 1
                     ELSE 0
-                END AS "case",
-            COALESCE(e.files, (0)::bigint) AS "coalesce",
-            COALESCE(e.bytes, (0)::bigint) AS "coalesce",
-            COALESCE(e.tokens_in, (0)::bigint) AS "coalesce",
-            COALESCE(e.tokens_out, (0)::bigint) AS "coalesce",
+                END)::bigint AS int8,
+            (COALESCE(e.files, (0)::bigint))::numeric AS "coalesce",
+            (COALESCE(e.bytes, (0)::bigint))::numeric AS "coalesce",
+            (COALESCE(e.tokens_in, (0)::bigint))::numeric AS "coalesce",
+            (COALESCE(e.tokens_out, (0)::bigint))::numeric AS "coalesce",
             COALESCE(e.cost_usd, (0)::numeric) AS "coalesce",
             COALESCE(e.potential_cost_usd, (0)::numeric) AS "coalesce",
-            e.quantity,
+            (e.quantity)::numeric AS quantity,
+            (
                 CASE
                     WHEN (e.latency_ms IS NULL) THEN 0
                     ELSE 1
-                END AS "case",
-            COALESCE(e.latency_ms, 0) AS "coalesce",
+                END)::bigint AS int8,
+            (COALESCE(e.latency_ms, 0))::numeric AS "coalesce",
             e.latency_ms,
-            tally._hist_one(e.latency_ms) AS _hist_one
+                CASE
+                    WHEN (e.latency_ms < 1) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1) AND (e.latency_ms < 2)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 2) AND (e.latency_ms < 3)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 3) AND (e.latency_ms < 4)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 4) AND (e.latency_ms < 6)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 6) AND (e.latency_ms < 8)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 8) AND (e.latency_ms < 11)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 11) AND (e.latency_ms < 16)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 16) AND (e.latency_ms < 23)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 23) AND (e.latency_ms < 32)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 32) AND (e.latency_ms < 45)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 45) AND (e.latency_ms < 64)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 64) AND (e.latency_ms < 91)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 91) AND (e.latency_ms < 128)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 128) AND (e.latency_ms < 181)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 181) AND (e.latency_ms < 256)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 256) AND (e.latency_ms < 362)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 362) AND (e.latency_ms < 512)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 512) AND (e.latency_ms < 724)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 724) AND (e.latency_ms < 1024)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1024) AND (e.latency_ms < 1448)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1448) AND (e.latency_ms < 2048)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 2048) AND (e.latency_ms < 2896)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 2896) AND (e.latency_ms < 4096)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 4096) AND (e.latency_ms < 5793)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 5793) AND (e.latency_ms < 8192)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 8192) AND (e.latency_ms < 11585)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 11585) AND (e.latency_ms < 16384)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 16384) AND (e.latency_ms < 23170)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 23170) AND (e.latency_ms < 32768)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 32768) AND (e.latency_ms < 46341)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 46341) AND (e.latency_ms < 65536)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 65536) AND (e.latency_ms < 92682)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 92682) AND (e.latency_ms < 131072)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 131072) AND (e.latency_ms < 185364)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 185364) AND (e.latency_ms < 262144)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 262144) AND (e.latency_ms < 370728)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 370728) AND (e.latency_ms < 524288)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 524288) AND (e.latency_ms < 741455)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 741455) AND (e.latency_ms < 1048576)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1048576) AND (e.latency_ms < 1482910)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN (e.latency_ms >= 1482910) THEN 1
+                    ELSE 0
+                END AS "case",
+            (
+                CASE
+                    WHEN (((e.tokens_in IS NOT NULL) OR (e.tokens_out IS NOT NULL)) AND ((e.cost_usd IS NULL) OR (e.potential_cost_usd IS NULL))) THEN 1
+                    ELSE 0
+                END)::bigint AS int8
            FROM tally.events_tail() e(account_id, occurred_at, id, received_at, api_key_id, event_type, provider, model, endpoint, method, status_code, success, error_message, file_type, files, bytes, tokens_in, tokens_out, cached, cost_usd, potential_cost_usd, cost_given, potential_cost_given, latency_ms, quantity, idempotency_key, properties)) x
   GROUP BY x.account_id, x.bucket, x.dim_key, x.api_key_id, x.event_type, x.provider, x.model, x.endpoint, x.file_type;
 
@@ -3662,6 +4627,7 @@ CREATE TABLE tally.usage_monthly (
     latency_sum numeric NOT NULL,
     latency_max integer,
     latency_hist bigint[] NOT NULL,
+    unpriced bigint DEFAULT 0 NOT NULL,
     CONSTRAINT usage_hourly_latency_hist_check CHECK ((cardinality(latency_hist) = 42))
 );
 
@@ -3670,6 +4636,12 @@ CREATE TABLE tally.usage_monthly (
 --
 
 COMMENT ON TABLE tally.usage_monthly IS 'Usage per calendar month in the account''s time zone (bucket = the first local day of the month) and dimension tuple; the same metrics as tally.usage_hourly.';
+
+--
+-- Name: COLUMN usage_monthly.unpriced; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.usage_monthly.unpriced IS 'Events with tokens whose cost (or, for a cached call, potential cost) Tally had to compute but found no tally.model_prices row for (see tally.usage_hourly.unpriced).';
 
 --
 -- Name: usage_monthly_live; Type: VIEW; Schema: tally; Owner: -
@@ -3699,7 +4671,8 @@ CREATE VIEW tally.usage_monthly_live WITH (security_invoker='true') AS
     (sum(x.latency_count))::bigint AS latency_count,
     sum(x.latency_sum) AS latency_sum,
     max(x.latency_max) AS latency_max,
-    tally._hist_sum(x.latency_hist) AS latency_hist
+    ARRAY[(sum(x.latency_hist_h0))::bigint, (sum(x.latency_hist_h1))::bigint, (sum(x.latency_hist_h2))::bigint, (sum(x.latency_hist_h3))::bigint, (sum(x.latency_hist_h4))::bigint, (sum(x.latency_hist_h5))::bigint, (sum(x.latency_hist_h6))::bigint, (sum(x.latency_hist_h7))::bigint, (sum(x.latency_hist_h8))::bigint, (sum(x.latency_hist_h9))::bigint, (sum(x.latency_hist_h10))::bigint, (sum(x.latency_hist_h11))::bigint, (sum(x.latency_hist_h12))::bigint, (sum(x.latency_hist_h13))::bigint, (sum(x.latency_hist_h14))::bigint, (sum(x.latency_hist_h15))::bigint, (sum(x.latency_hist_h16))::bigint, (sum(x.latency_hist_h17))::bigint, (sum(x.latency_hist_h18))::bigint, (sum(x.latency_hist_h19))::bigint, (sum(x.latency_hist_h20))::bigint, (sum(x.latency_hist_h21))::bigint, (sum(x.latency_hist_h22))::bigint, (sum(x.latency_hist_h23))::bigint, (sum(x.latency_hist_h24))::bigint, (sum(x.latency_hist_h25))::bigint, (sum(x.latency_hist_h26))::bigint, (sum(x.latency_hist_h27))::bigint, (sum(x.latency_hist_h28))::bigint, (sum(x.latency_hist_h29))::bigint, (sum(x.latency_hist_h30))::bigint, (sum(x.latency_hist_h31))::bigint, (sum(x.latency_hist_h32))::bigint, (sum(x.latency_hist_h33))::bigint, (sum(x.latency_hist_h34))::bigint, (sum(x.latency_hist_h35))::bigint, (sum(x.latency_hist_h36))::bigint, (sum(x.latency_hist_h37))::bigint, (sum(x.latency_hist_h38))::bigint, (sum(x.latency_hist_h39))::bigint, (sum(x.latency_hist_h40))::bigint, (sum(x.latency_hist_h41))::bigint] AS latency_hist,
+    (sum(x.unpriced))::bigint AS unpriced
    FROM ( SELECT u.account_id,
             u.bucket,
             u.dim_key,
@@ -3723,45 +4696,263 @@ CREATE VIEW tally.usage_monthly_live WITH (security_invoker='true') AS
             u.latency_count,
             u.latency_sum,
             u.latency_max,
-            u.latency_hist
+            u.latency_hist[1] AS latency_hist_h0,
+            u.latency_hist[2] AS latency_hist_h1,
+            u.latency_hist[3] AS latency_hist_h2,
+            u.latency_hist[4] AS latency_hist_h3,
+            u.latency_hist[5] AS latency_hist_h4,
+            u.latency_hist[6] AS latency_hist_h5,
+            u.latency_hist[7] AS latency_hist_h6,
+            u.latency_hist[8] AS latency_hist_h7,
+            u.latency_hist[9] AS latency_hist_h8,
+            u.latency_hist[10] AS latency_hist_h9,
+            u.latency_hist[11] AS latency_hist_h10,
+            u.latency_hist[12] AS latency_hist_h11,
+            u.latency_hist[13] AS latency_hist_h12,
+            u.latency_hist[14] AS latency_hist_h13,
+            u.latency_hist[15] AS latency_hist_h14,
+            u.latency_hist[16] AS latency_hist_h15,
+            u.latency_hist[17] AS latency_hist_h16,
+            u.latency_hist[18] AS latency_hist_h17,
+            u.latency_hist[19] AS latency_hist_h18,
+            u.latency_hist[20] AS latency_hist_h19,
+            u.latency_hist[21] AS latency_hist_h20,
+            u.latency_hist[22] AS latency_hist_h21,
+            u.latency_hist[23] AS latency_hist_h22,
+            u.latency_hist[24] AS latency_hist_h23,
+            u.latency_hist[25] AS latency_hist_h24,
+            u.latency_hist[26] AS latency_hist_h25,
+            u.latency_hist[27] AS latency_hist_h26,
+            u.latency_hist[28] AS latency_hist_h27,
+            u.latency_hist[29] AS latency_hist_h28,
+            u.latency_hist[30] AS latency_hist_h29,
+            u.latency_hist[31] AS latency_hist_h30,
+            u.latency_hist[32] AS latency_hist_h31,
+            u.latency_hist[33] AS latency_hist_h32,
+            u.latency_hist[34] AS latency_hist_h33,
+            u.latency_hist[35] AS latency_hist_h34,
+            u.latency_hist[36] AS latency_hist_h35,
+            u.latency_hist[37] AS latency_hist_h36,
+            u.latency_hist[38] AS latency_hist_h37,
+            u.latency_hist[39] AS latency_hist_h38,
+            u.latency_hist[40] AS latency_hist_h39,
+            u.latency_hist[41] AS latency_hist_h40,
+            u.latency_hist[42] AS latency_hist_h41,
+            u.unpriced
            FROM tally.usage_monthly u
         UNION ALL
          SELECT e.account_id,
             (date_trunc('month'::text, (e.occurred_at AT TIME ZONE a.timezone)))::date AS date_trunc,
-            tally._dim_key(e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type) AS _dim_key,
+            (md5(concat_ws('|'::text, COALESCE((e.api_key_id)::text, '-'::text), COALESCE(((length(e.event_type) || ':'::text) || e.event_type), '-'::text), COALESCE(((length(e.provider) || ':'::text) || e.provider), '-'::text), COALESCE(((length(e.model) || ':'::text) || e.model), '-'::text), COALESCE(((length(e.endpoint) || ':'::text) || e.endpoint), '-'::text), COALESCE(((length(e.file_type) || ':'::text) || e.file_type), '-'::text))))::uuid AS md5,
             e.api_key_id,
             e.event_type,
             e.provider,
             e.model,
             e.endpoint,
             e.file_type,
-            1,
+            (1)::bigint AS int8,
+            (
                 CASE
                     WHEN e.success THEN 1
                     ELSE 0
-                END AS "case",
+                END)::bigint AS int8,
+            (
                 CASE
                     WHEN e.success THEN 0
                     ELSE 1
-                END AS "case",
+                END)::bigint AS int8,
+            (
                 CASE
                     WHEN e.cached THEN 1
                     ELSE 0
-                END AS "case",
-            COALESCE(e.files, (0)::bigint) AS "coalesce",
-            COALESCE(e.bytes, (0)::bigint) AS "coalesce",
-            COALESCE(e.tokens_in, (0)::bigint) AS "coalesce",
-            COALESCE(e.tokens_out, (0)::bigint) AS "coalesce",
+                END)::bigint AS int8,
+            (COALESCE(e.files, (0)::bigint))::numeric AS "coalesce",
+            (COALESCE(e.bytes, (0)::bigint))::numeric AS "coalesce",
+            (COALESCE(e.tokens_in, (0)::bigint))::numeric AS "coalesce",
+            (COALESCE(e.tokens_out, (0)::bigint))::numeric AS "coalesce",
             COALESCE(e.cost_usd, (0)::numeric) AS "coalesce",
             COALESCE(e.potential_cost_usd, (0)::numeric) AS "coalesce",
-            e.quantity,
+            (e.quantity)::numeric AS quantity,
+            (
                 CASE
                     WHEN (e.latency_ms IS NULL) THEN 0
                     ELSE 1
-                END AS "case",
-            COALESCE(e.latency_ms, 0) AS "coalesce",
+                END)::bigint AS int8,
+            (COALESCE(e.latency_ms, 0))::numeric AS "coalesce",
             e.latency_ms,
-            tally._hist_one(e.latency_ms) AS _hist_one
+                CASE
+                    WHEN (e.latency_ms < 1) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1) AND (e.latency_ms < 2)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 2) AND (e.latency_ms < 3)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 3) AND (e.latency_ms < 4)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 4) AND (e.latency_ms < 6)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 6) AND (e.latency_ms < 8)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 8) AND (e.latency_ms < 11)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 11) AND (e.latency_ms < 16)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 16) AND (e.latency_ms < 23)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 23) AND (e.latency_ms < 32)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 32) AND (e.latency_ms < 45)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 45) AND (e.latency_ms < 64)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 64) AND (e.latency_ms < 91)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 91) AND (e.latency_ms < 128)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 128) AND (e.latency_ms < 181)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 181) AND (e.latency_ms < 256)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 256) AND (e.latency_ms < 362)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 362) AND (e.latency_ms < 512)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 512) AND (e.latency_ms < 724)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 724) AND (e.latency_ms < 1024)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1024) AND (e.latency_ms < 1448)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1448) AND (e.latency_ms < 2048)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 2048) AND (e.latency_ms < 2896)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 2896) AND (e.latency_ms < 4096)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 4096) AND (e.latency_ms < 5793)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 5793) AND (e.latency_ms < 8192)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 8192) AND (e.latency_ms < 11585)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 11585) AND (e.latency_ms < 16384)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 16384) AND (e.latency_ms < 23170)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 23170) AND (e.latency_ms < 32768)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 32768) AND (e.latency_ms < 46341)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 46341) AND (e.latency_ms < 65536)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 65536) AND (e.latency_ms < 92682)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 92682) AND (e.latency_ms < 131072)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 131072) AND (e.latency_ms < 185364)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 185364) AND (e.latency_ms < 262144)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 262144) AND (e.latency_ms < 370728)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 370728) AND (e.latency_ms < 524288)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 524288) AND (e.latency_ms < 741455)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 741455) AND (e.latency_ms < 1048576)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN ((e.latency_ms >= 1048576) AND (e.latency_ms < 1482910)) THEN 1
+                    ELSE 0
+                END AS "case",
+                CASE
+                    WHEN (e.latency_ms >= 1482910) THEN 1
+                    ELSE 0
+                END AS "case",
+            (
+                CASE
+                    WHEN (((e.tokens_in IS NOT NULL) OR (e.tokens_out IS NOT NULL)) AND ((e.cost_usd IS NULL) OR (e.potential_cost_usd IS NULL))) THEN 1
+                    ELSE 0
+                END)::bigint AS int8
            FROM (tally.events_tail() e(account_id, occurred_at, id, received_at, api_key_id, event_type, provider, model, endpoint, method, status_code, success, error_message, file_type, files, bytes, tokens_in, tokens_out, cached, cost_usd, potential_cost_usd, cost_given, potential_cost_given, latency_ms, quantity, idempotency_key, properties)
              JOIN tally.accounts a ON ((a.id = e.account_id)))) x
   GROUP BY x.account_id, x.bucket, x.dim_key, x.api_key_id, x.event_type, x.provider, x.model, x.endpoint, x.file_type;
@@ -3814,11 +5005,25 @@ ALTER TABLE ONLY tally.accounts
     ADD CONSTRAINT accounts_pkey PRIMARY KEY (id);
 
 --
+-- Name: api_key_secrets api_key_secrets_pkey; Type: CONSTRAINT; Schema: tally; Owner: -
+--
+
+ALTER TABLE ONLY tally.api_key_secrets
+    ADD CONSTRAINT api_key_secrets_pkey PRIMARY KEY (account_id, api_key_id);
+
+--
 -- Name: api_keys api_keys_pkey; Type: CONSTRAINT; Schema: tally; Owner: -
 --
 
 ALTER TABLE ONLY tally.api_keys
     ADD CONSTRAINT api_keys_pkey PRIMARY KEY (account_id, id);
+
+--
+-- Name: error_codes error_codes_pkey; Type: CONSTRAINT; Schema: tally; Owner: -
+--
+
+ALTER TABLE ONLY tally.error_codes
+    ADD CONSTRAINT error_codes_pkey PRIMARY KEY (code);
 
 --
 -- Name: event_voids event_voids_pkey; Type: CONSTRAINT; Schema: tally; Owner: -
@@ -3939,16 +5144,16 @@ ALTER TABLE ONLY tally.usage_monthly
 CREATE INDEX account_members_user_id_idx ON tally.account_members USING btree (user_id, account_id);
 
 --
+-- Name: api_key_secrets_secret_hash_idx; Type: INDEX; Schema: tally; Owner: -
+--
+
+CREATE INDEX api_key_secrets_secret_hash_idx ON tally.api_key_secrets USING btree (secret_hash);
+
+--
 -- Name: api_keys_id_idx; Type: INDEX; Schema: tally; Owner: -
 --
 
 CREATE INDEX api_keys_id_idx ON tally.api_keys USING btree (id);
-
---
--- Name: api_keys_secret_hash_idx; Type: INDEX; Schema: tally; Owner: -
---
-
-CREATE INDEX api_keys_secret_hash_idx ON tally.api_keys USING btree (secret_hash);
 
 --
 -- Name: events_id_brin; Type: INDEX; Schema: tally; Owner: -
@@ -3987,6 +5192,12 @@ CREATE UNIQUE INDEX rejected_events_retry_key ON tally.rejected_events USING btr
 CREATE INDEX rejected_events_source_idx ON tally.rejected_events USING btree (source, item_index);
 
 --
+-- Name: usage_hourly_unpriced; Type: INDEX; Schema: tally; Owner: -
+--
+
+CREATE INDEX usage_hourly_unpriced ON tally.usage_hourly USING btree (bucket) WHERE (unpriced > 0);
+
+--
 -- Name: events_default_id_idx; Type: INDEX ATTACH; Schema: tally; Owner: -
 --
 
@@ -4017,6 +5228,13 @@ ALTER TABLE ONLY tally.account_members
 
 ALTER TABLE ONLY tally.account_members
     ADD CONSTRAINT account_members_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE CASCADE;
+
+--
+-- Name: api_key_secrets api_key_secrets_account_id_fkey; Type: FK CONSTRAINT; Schema: tally; Owner: -
+--
+
+ALTER TABLE ONLY tally.api_key_secrets
+    ADD CONSTRAINT api_key_secrets_account_id_fkey FOREIGN KEY (account_id) REFERENCES tally.accounts(id) ON DELETE CASCADE;
 
 --
 -- Name: api_keys api_keys_account_id_fkey; Type: FK CONSTRAINT; Schema: tally; Owner: -
@@ -4068,6 +5286,12 @@ CREATE POLICY accounts_member_read ON tally.accounts FOR SELECT TO authenticated
 CREATE POLICY accounts_service_read ON tally.accounts FOR SELECT TO service_role USING (true);
 
 --
+-- Name: api_key_secrets; Type: ROW SECURITY; Schema: tally; Owner: -
+--
+
+ALTER TABLE tally.api_key_secrets ENABLE ROW LEVEL SECURITY;
+
+--
 -- Name: api_keys; Type: ROW SECURITY; Schema: tally; Owner: -
 --
 
@@ -4084,6 +5308,18 @@ CREATE POLICY api_keys_member_read ON tally.api_keys FOR SELECT TO authenticated
 --
 
 CREATE POLICY api_keys_service_read ON tally.api_keys FOR SELECT TO service_role USING (true);
+
+--
+-- Name: error_codes; Type: ROW SECURITY; Schema: tally; Owner: -
+--
+
+ALTER TABLE tally.error_codes ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: error_codes error_codes_service_read; Type: POLICY; Schema: tally; Owner: -
+--
+
+CREATE POLICY error_codes_service_read ON tally.error_codes FOR SELECT TO service_role USING (true);
 
 --
 -- Name: event_voids; Type: ROW SECURITY; Schema: tally; Owner: -
@@ -4330,6 +5566,18 @@ GRANT ALL ON FUNCTION auth.uid() TO authenticated;
 GRANT ALL ON FUNCTION auth.uid() TO service_role;
 
 --
+-- Name: FUNCTION _apply_rollup_metrics(); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._apply_rollup_metrics() FROM PUBLIC;
+
+--
+-- Name: FUNCTION _backfill_rollup_metric(p_metric text); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._backfill_rollup_metric(p_metric text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION _caller_is_service(); Type: ACL; Schema: tally; Owner: -
 --
 
@@ -4374,6 +5622,12 @@ GRANT ALL ON FUNCTION tally._dim_key(p_api_key_id uuid, p_event_type text, p_pro
 GRANT ALL ON FUNCTION tally._dim_key(p_api_key_id uuid, p_event_type text, p_provider text, p_model text, p_endpoint text, p_file_type text) TO service_role;
 
 --
+-- Name: FUNCTION _dim_key_sql(p_alias text); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._dim_key_sql(p_alias text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION _events_writers(p_among text[]); Type: ACL; Schema: tally; Owner: -
 --
 
@@ -4408,6 +5662,12 @@ GRANT ALL ON FUNCTION tally._hist_one(p_latency_ms integer) TO service_role;
 REVOKE ALL ON FUNCTION tally._hist_sfunc(p_state bigint[], p_bucket integer, p_count bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION tally._hist_sfunc(p_state bigint[], p_bucket integer, p_count bigint) TO authenticated;
 GRANT ALL ON FUNCTION tally._hist_sfunc(p_state bigint[], p_bucket integer, p_count bigint) TO service_role;
+
+--
+-- Name: FUNCTION _hist_slot_conditions(p_value text); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._hist_slot_conditions(p_value text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION _ingest(p_events jsonb, p_source text, p_index_base bigint); Type: ACL; Schema: tally; Owner: -
@@ -4446,6 +5706,12 @@ REVOKE ALL ON FUNCTION tally._is_valid_timezone(p_timezone text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tally._jnum(p_value jsonb) FROM PUBLIC;
 
 --
+-- Name: FUNCTION _live_view_sql(p_grain text); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._live_view_sql(p_grain text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION _meter_field_accepts(p_field text, p_type regtype); Type: ACL; Schema: tally; Owner: -
 --
 
@@ -4470,6 +5736,12 @@ REVOKE ALL ON FUNCTION tally._normalize_setting(p_kind text, p_value text, p_min
 --
 
 REVOKE ALL ON FUNCTION tally._parse_events(p_events jsonb, p_index_base bigint) FROM PUBLIC;
+
+--
+-- Name: FUNCTION _raise(p_code text, p_message text); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._raise(p_code text, p_message text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION _raise(p_code text, p_sqlstate text, p_message text); Type: ACL; Schema: tally; Owner: -
@@ -4512,6 +5784,18 @@ REVOKE ALL ON FUNCTION tally._retention_floor(p_kind text) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION tally._role_rank(p_role text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION _rollup_grains(); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._rollup_grains() FROM PUBLIC;
+
+--
+-- Name: FUNCTION _rollup_metrics(); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._rollup_metrics() FROM PUBLIC;
 
 --
 -- Name: FUNCTION _setting_int(p_name text); Type: ACL; Schema: tally; Owner: -
@@ -4619,6 +5903,14 @@ REVOKE ALL ON FUNCTION tally.heartbeat() FROM PUBLIC;
 GRANT ALL ON FUNCTION tally.heartbeat() TO service_role;
 
 --
+-- Name: FUNCTION histogram_percentile(p_hist bigint[], p_fraction numeric, p_latency_max integer); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally.histogram_percentile(p_hist bigint[], p_fraction numeric, p_latency_max integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION tally.histogram_percentile(p_hist bigint[], p_fraction numeric, p_latency_max integer) TO authenticated;
+GRANT ALL ON FUNCTION tally.histogram_percentile(p_hist bigint[], p_fraction numeric, p_latency_max integer) TO service_role;
+
+--
 -- Name: FUNCTION import_events(p_events jsonb, p_source text, p_first_index bigint); Type: ACL; Schema: tally; Owner: -
 --
 
@@ -4703,7 +5995,6 @@ GRANT ALL ON FUNCTION tally.rollup_status() TO service_role;
 --
 
 REVOKE ALL ON FUNCTION tally.rollup_watermark() FROM PUBLIC;
-GRANT ALL ON FUNCTION tally.rollup_watermark() TO authenticated;
 GRANT ALL ON FUNCTION tally.rollup_watermark() TO service_role;
 
 --
@@ -4788,6 +6079,13 @@ REVOKE ALL ON FUNCTION tally.tg_accounts__lock_timezone() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tally.tg_meter__insert() FROM PUBLIC;
 
 --
+-- Name: FUNCTION unpriced_models(p_window interval); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally.unpriced_models(p_window interval) FROM PUBLIC;
+GRANT ALL ON FUNCTION tally.unpriced_models(p_window interval) TO service_role;
+
+--
 -- Name: FUNCTION update_account(p_account_id uuid, p_name text, p_external_id text, p_timezone text); Type: ACL; Schema: tally; Owner: -
 --
 
@@ -4838,60 +6136,17 @@ GRANT ALL ON FUNCTION tally._hist_sum(bigint[]) TO authenticated;
 GRANT ALL ON FUNCTION tally._hist_sum(bigint[]) TO service_role;
 
 --
--- Name: COLUMN api_keys.account_id; Type: ACL; Schema: tally; Owner: -
+-- Name: TABLE api_keys; Type: ACL; Schema: tally; Owner: -
 --
 
-GRANT SELECT(account_id) ON TABLE tally.api_keys TO authenticated;
-GRANT SELECT(account_id) ON TABLE tally.api_keys TO service_role;
+GRANT SELECT ON TABLE tally.api_keys TO authenticated;
+GRANT SELECT ON TABLE tally.api_keys TO service_role;
 
 --
--- Name: COLUMN api_keys.id; Type: ACL; Schema: tally; Owner: -
+-- Name: TABLE error_codes; Type: ACL; Schema: tally; Owner: -
 --
 
-GRANT SELECT(id) ON TABLE tally.api_keys TO authenticated;
-GRANT SELECT(id) ON TABLE tally.api_keys TO service_role;
-
---
--- Name: COLUMN api_keys.name; Type: ACL; Schema: tally; Owner: -
---
-
-GRANT SELECT(name) ON TABLE tally.api_keys TO authenticated;
-GRANT SELECT(name) ON TABLE tally.api_keys TO service_role;
-
---
--- Name: COLUMN api_keys.prefix; Type: ACL; Schema: tally; Owner: -
---
-
-GRANT SELECT(prefix) ON TABLE tally.api_keys TO authenticated;
-GRANT SELECT(prefix) ON TABLE tally.api_keys TO service_role;
-
---
--- Name: COLUMN api_keys.created_by; Type: ACL; Schema: tally; Owner: -
---
-
-GRANT SELECT(created_by) ON TABLE tally.api_keys TO authenticated;
-GRANT SELECT(created_by) ON TABLE tally.api_keys TO service_role;
-
---
--- Name: COLUMN api_keys.created_at; Type: ACL; Schema: tally; Owner: -
---
-
-GRANT SELECT(created_at) ON TABLE tally.api_keys TO authenticated;
-GRANT SELECT(created_at) ON TABLE tally.api_keys TO service_role;
-
---
--- Name: COLUMN api_keys.expires_at; Type: ACL; Schema: tally; Owner: -
---
-
-GRANT SELECT(expires_at) ON TABLE tally.api_keys TO authenticated;
-GRANT SELECT(expires_at) ON TABLE tally.api_keys TO service_role;
-
---
--- Name: COLUMN api_keys.revoked_at; Type: ACL; Schema: tally; Owner: -
---
-
-GRANT SELECT(revoked_at) ON TABLE tally.api_keys TO authenticated;
-GRANT SELECT(revoked_at) ON TABLE tally.api_keys TO service_role;
+GRANT SELECT ON TABLE tally.error_codes TO service_role;
 
 --
 -- Name: TABLE event_voids; Type: ACL; Schema: tally; Owner: -

@@ -115,7 +115,7 @@ describe('tally keys', () => {
     const unknownKey = await runCli(['keys', 'revoke', NO_SUCH_ID], env);
     expect(unknownKey.code).toBe(1);
     expect(unknownKey.stdout).toBe('');
-    expect(unknownKey.stderr.trim()).toMatch(/^error \[unknown_api_key\]: /);
+    expect(unknownKey.stderr.trim()).toMatch(/^error \[api_key_not_found\]: /);
 
     const badKey = await runCli(['keys', 'revoke', 'not-a-key'], env);
     expect(badKey.code).toBe(2);

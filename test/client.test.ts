@@ -108,7 +108,7 @@ describe('API keys', () => {
     await expect(tally.verifyApiKey(key.secret)).rejects.toSatisfy((e) => e instanceof ApiKeyError && e.code === 'revoked_api_key');
     // naming a key by id that does not exist is "not found", not an authentication failure
     await expect(tally.revokeApiKey(randomUUID())).rejects.toSatisfy(
-      (e) => e instanceof NotFoundError && e.code === 'unknown_api_key' && e.sqlstate === 'P0002',
+      (e) => e instanceof NotFoundError && e.code === 'api_key_not_found' && e.sqlstate === 'P0002',
     );
     await expect(tally.createApiKey({ accountId: account.id, name: 'old', expiresAt: hoursAgo(1) })).rejects.toSatisfy(
       (e) => e instanceof InvalidParameterError && e.code === 'invalid_parameter' && e.field === 'expires_at',

@@ -68,7 +68,7 @@ describe('reading the ledger', () => {
   it('members read their keys without the hash', async () => {
     expect(await read(user(alice), 'select name, prefix from tally.api_keys order by name')).toEqual([{ name: 'key of A', prefix: expect.stringMatching(/^tk_/) }]);
     expect(await read(user(carol), 'select name from tally.api_keys')).toEqual([]);
-    await expect(read(user(alice), 'select secret_hash from tally.api_keys')).rejects.toMatchObject({ code: '42501' });
+    await expect(read(user(alice), 'select secret_hash from tally.api_key_secrets')).rejects.toMatchObject({ code: '42501' });
   });
 
   it('anon reads nothing', async () => {

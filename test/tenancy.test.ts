@@ -127,11 +127,13 @@ describe('API keys', () => {
     expect(key.secret).toMatch(/^tk_[A-Za-z0-9_-]{40}$/);
     expect(key.prefix).toBe(key.secret.slice(0, 12));
 
-    const stored = await db.pool.query("select encode(secret_hash, 'hex') as hash from tally.api_keys where id = $1", [key.id]);
+    const stored = await db.pool.query("select encode(secret_hash, 'hex') as hash from tally.api_key_secrets where api_key_id = $1", [key.id]);
     const { createHash } = await import('node:crypto');
     expect(stored.rows[0].hash).toBe(createHash('sha256').update(key.secret).digest('hex'));
-    const anywhere = await db.pool.query('select count(*)::int as n from tally.api_keys k where k::text like $1', [`%${key.secret.slice(3)}%`]);
-    expect(anywhere.rows[0].n).toBe(0);
+    for (const table of ['tally.api_keys', 'tally.api_key_secrets']) {
+      const anywhere = await db.pool.query(`select count(*)::int as n from ${table} k where k::text like $1`, [`%${key.secret.slice(3)}%`]);
+      expect(anywhere.rows[0].n).toBe(0);
+    }
 
     const verified = await as(db.pool, service, async (c) => (await c.query('select * from tally.verify_api_key($1)', [key.secret])).rows[0]);
     expect(verified).toEqual({ api_key_id: key.id, account_id: account });
@@ -141,17 +143,20 @@ describe('API keys', () => {
     });
   });
 
-  it('members see their keys without the hash; nobody reads the hash through the API', async () => {
+  it('members read their keys with select *, without the hash; nobody reads the hash through the API', async () => {
     const [alice, bob] = await createUsers(2);
     const account = await createAccount(alice);
     await as(db.pool, service, (c) => c.query("select tally.set_account_member($1, $2, 'viewer')", [account, bob]));
     await as(db.pool, service, (c) => c.query("select tally.create_api_key($1, 'k1')", [account]));
 
-    const rows = await as(db.pool, user(bob), async (c) => (await c.query('select id, name, prefix, revoked_at from tally.api_keys')).rows);
+    // supabase-js's default select() is `select *`
+    const rows = await as(db.pool, user(bob), async (c) => (await c.query('select * from tally.api_keys')).rows);
     expect(rows).toHaveLength(1);
-    for (const persona of [user(bob), service]) {
-      await expect(as(db.pool, persona, (c) => c.query('select secret_hash from tally.api_keys'))).rejects.toMatchObject({ code: '42501' });
-      await expect(as(db.pool, persona, (c) => c.query('select * from tally.api_keys'))).rejects.toMatchObject({ code: '42501' });
+    expect(Object.keys(rows[0]).sort()).toEqual(['account_id', 'created_at', 'created_by', 'expires_at', 'id', 'name', 'prefix', 'revoked_at']);
+    expect(await as(db.pool, service, async (c) => (await c.query('select * from tally.api_keys where account_id = $1', [account])).rows)).toHaveLength(1);
+    for (const persona of [user(bob), service, anon]) {
+      await expect(as(db.pool, persona, (c) => c.query('select * from tally.api_key_secrets'))).rejects.toMatchObject({ code: '42501' });
+      await expect(as(db.pool, persona, (c) => c.query('select secret_hash from tally.api_key_secrets'))).rejects.toMatchObject({ code: '42501' });
     }
     const outsider = await createUser(db.pool);
     expect(await as(db.pool, user(outsider), async (c) => (await c.query('select id from tally.api_keys')).rows)).toEqual([]);

@@ -27,7 +27,7 @@ export function registerKeys(program: Command): void {
       '\n  tally keys create --account ID [--name NAME] [--expires-at TIME] [--json]\n' +
         '  tally keys list [--account ID] [--json]\n' +
         '  tally keys revoke KEY_ID [--json]\n\n' +
-        'Exit codes: 0 done, 1 failed (e.g. account_not_found, unknown_api_key), 2 bad usage.',
+        'Exit codes: 0 done, 1 failed (e.g. account_not_found, api_key_not_found), 2 bad usage.',
     );
 
   keys

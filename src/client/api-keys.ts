@@ -63,7 +63,11 @@ export function apiKeysApi(q: Queryable) {
       );
     },
 
-    /** Revokes a key by id (idempotent) and returns when it was revoked. Unknown id: NotFoundError unknown_api_key. */
+    /**
+     * Revokes a key by id (idempotent) and returns when it was revoked. A key the caller does not
+     * administer, existing or not: ForbiddenError forbidden; an unknown id for a service caller:
+     * NotFoundError api_key_not_found.
+     */
     async revokeApiKey(id: string): Promise<Date> {
       const p = parseInput('revokeApiKey', uuid, id);
       return callValue(q, 'revoke_api_key', [['p_id', p, 'uuid']], timestamp);

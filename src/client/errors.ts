@@ -1,6 +1,7 @@
 /**
  * Postgres errors as typed Tally errors. Tally's SQL raises with a SQLSTATE and a stable
- * code in HINT; ERROR_TABLE below is the one place that turns (code, SQLSTATE) into a
+ * code in HINT (the SQLSTATE of each code comes from the table tally.error_codes, mirrored
+ * by ERROR_CODES below); ERROR_TABLE is the one place that turns (code, SQLSTATE) into a
  * class. Callers branch on `err.code` (stable) or `instanceof`, never on message text.
  * `transient` marks failures where the same call may succeed if simply retried
  * (connection lost, server restarting, serialization conflicts).
@@ -85,7 +86,7 @@ export class ApiKeyError extends DatabaseError {
   }
 }
 
-/** A named object does not exist (P0002): account_not_found, user_not_found, unknown_api_key (by id). */
+/** A named object does not exist (P0002): account_not_found, user_not_found, event_not_found, api_key_not_found (by id; service callers only). */
 export class NotFoundError extends DatabaseError {
   constructor(code: string, message: string, init: DatabaseErrorInit = {}) {
     super(code, message, init);
@@ -140,27 +141,41 @@ interface Rule {
 }
 
 /**
- * THE table: first matching rule wins. Rules naming a Tally code come first; rules on
- * SQLSTATE alone cover errors Postgres raises itself (a missing GRANT is 42501 without a
- * HINT) and the connection-level failures.
+ * Every stable code Tally's SQL raises (in HINT) or records (in rejected_events), with the
+ * SQLSTATE it is raised with and the class it becomes. The SQL side is the table
+ * tally.error_codes, which tally._raise reads; test/error-table.test.ts checks that both
+ * list exactly the same (code, SQLSTATE) pairs and that docs/errors.md lists every code.
+ */
+export const ERROR_CODES: Readonly<Record<string, { sqlstate: string; error: ErrorClass }>> = {
+  invalid_parameter: { sqlstate: '22023', error: InvalidParameterError },
+  invalid_timezone: { sqlstate: '22023', error: InvalidParameterError },
+  last_owner: { sqlstate: '22023', error: ConflictError },
+  batch_too_large: { sqlstate: '22023', error: BatchTooLargeError },
+  unknown_setting: { sqlstate: '22023', error: InvalidParameterError },
+  invalid_mapping: { sqlstate: '22023', error: InvalidParameterError },
+  timezone_locked: { sqlstate: '22023', error: InvalidParameterError },
+  past_retention: { sqlstate: '22023', error: InvalidParameterError },
+  forbidden: { sqlstate: '42501', error: ForbiddenError },
+  duplicate_external_id: { sqlstate: '23505', error: ConflictError },
+  account_not_found: { sqlstate: 'P0002', error: NotFoundError },
+  user_not_found: { sqlstate: 'P0002', error: NotFoundError },
+  event_not_found: { sqlstate: 'P0002', error: NotFoundError },
+  api_key_not_found: { sqlstate: 'P0002', error: NotFoundError },
+  unknown_api_key: { sqlstate: '28000', error: ApiKeyError },
+  revoked_api_key: { sqlstate: '28000', error: ApiKeyError },
+  expired_api_key: { sqlstate: '28000', error: ApiKeyError },
+  rollups_mismatch: { sqlstate: 'P0001', error: DatabaseError },
+  ...Object.fromEntries(EVENT_CODES.map((code) => [code, { sqlstate: '22023', error: InvalidEventError }])),
+  meter_mapping_broken: { sqlstate: '22023', error: InvalidEventError },
+};
+
+/**
+ * THE table: first matching rule wins. Rules naming a Tally code (from ERROR_CODES) come
+ * first; rules on SQLSTATE alone cover errors Postgres raises itself (a missing GRANT is
+ * 42501 without a HINT) and the connection-level failures.
  */
 export const ERROR_TABLE: readonly Rule[] = [
-  { code: 'forbidden', sqlstate: '*', error: ForbiddenError },
-  { code: 'batch_too_large', sqlstate: '*', error: BatchTooLargeError },
-  { code: 'invalid_parameter', sqlstate: '*', error: InvalidParameterError },
-  { code: 'invalid_timezone', sqlstate: '*', error: InvalidParameterError },
-  { code: 'invalid_mapping', sqlstate: '*', error: InvalidParameterError },
-  { code: 'unknown_setting', sqlstate: '*', error: InvalidParameterError },
-  // revoke_api_key names a key by id (P0002); verify_api_key and record_event present one (28000)
-  { code: 'unknown_api_key', sqlstate: 'P0002', error: NotFoundError },
-  { code: 'unknown_api_key', sqlstate: '*', error: ApiKeyError },
-  { code: 'revoked_api_key', sqlstate: '*', error: ApiKeyError },
-  { code: 'expired_api_key', sqlstate: '*', error: ApiKeyError },
-  { code: 'account_not_found', sqlstate: '*', error: NotFoundError },
-  { code: 'user_not_found', sqlstate: '*', error: NotFoundError },
-  { code: 'duplicate_external_id', sqlstate: '*', error: ConflictError },
-  { code: 'last_owner', sqlstate: '*', error: ConflictError },
-  ...EVENT_CODES.map((code) => ({ code, sqlstate: '*', error: InvalidEventError })),
+  ...Object.entries(ERROR_CODES).map(([code, { error }]) => ({ code, sqlstate: '*', error })),
   // SQLSTATE alone
   { code: '*', sqlstate: '42501', error: ForbiddenError, fallbackCode: 'forbidden' },
   { code: '*', sqlstate: '28000', error: ApiKeyError, fallbackCode: 'unknown_api_key' },

@@ -40,3 +40,65 @@ export async function dumpCatalog(pool: pg.Pool): Promise<unknown> {
   const { rows } = await pool.query(DUMP);
   return rows[0].dump;
 }
+
+/** Relation kinds, as pg_class.relkind, that the privilege rules cover (indexes hold no grants). */
+export const RELATION_KINDS: Record<string, string> = {
+  r: 'table',
+  p: 'partitioned table',
+  v: 'view',
+  m: 'materialized view',
+  S: 'sequence',
+  f: 'foreign table',
+};
+
+/** Write privileges a service caller holds on purpose. Adding one here is a reviewed decision. */
+export const SERVICE_WRITABLE = ['tally.job_schedules'];
+
+/**
+ * Every grant on a relation in `schemas` to PUBLIC or an API role that the privilege rules
+ * forbid, as `relation (kind): role PRIVILEGE (why)`. Generic over relation kinds, so a new
+ * table, partition, view, materialized view, sequence or foreign table is covered unedited:
+ *   - PUBLIC and anon hold nothing on any relation;
+ *   - no API role holds anything on a sequence (ids come from column defaults inside
+ *     Tally's functions), a partition (reads go through the parent) or a foreign table;
+ *   - no API role holds TRUNCATE, REFERENCES or TRIGGER (TRUNCATE ignores row-level security);
+ *   - authenticated holds only SELECT, and only on a table with row-level security or a
+ *     security_invoker view (a materialized view has no RLS, so never);
+ *   - service_role writes only SERVICE_WRITABLE.
+ */
+export async function privilegeViolations(pool: pg.Pool, schemas: string[] = ['tally', 'auth']): Promise<string[]> {
+  const { rows } = await pool.query<{ rel: string; kind: string; partition: boolean; rls: boolean; invoker: boolean; role: string; privilege: string }>(
+    `
+    with rels as (
+      select c.oid, c.oid::regclass::text as rel, c.relkind::text as kind, c.relispartition as partition, c.relrowsecurity as rls,
+             coalesce('security_invoker=true' = any(c.reloptions) or 'security_invoker=on' = any(c.reloptions), false) as invoker,
+             coalesce(c.relacl, acldefault(case when c.relkind = 'S' then 's' else 'r' end::"char", c.relowner)) as acl
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = any($1::text[]) and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')
+    )
+    select r.rel, r.kind, r.partition, r.rls, r.invoker,
+           case when a.grantee = 0 then 'PUBLIC' else a.grantee::regrole::text end as role, a.privilege_type as privilege
+    from rels r cross join lateral aclexplode(r.acl) a
+    where a.grantee = 0 or a.grantee in (select oid from pg_roles where rolname in ('anon', 'authenticated', 'service_role'))
+    order by 1, 6, 7`,
+    [schemas],
+  );
+  const violations: string[] = [];
+  for (const g of rows) {
+    const what = `${g.rel} (${RELATION_KINDS[g.kind] ?? g.kind}${g.partition ? ', partition' : ''}): ${g.role} ${g.privilege}`;
+    const why =
+      g.role === 'PUBLIC' || g.role === 'anon' ? 'PUBLIC and anon hold nothing'
+      : g.kind === 'S' ? 'no API role holds a sequence'
+      : g.partition ? 'partitions are read through their parent'
+      : g.kind === 'f' ? 'no API role holds a foreign table'
+      : ['TRUNCATE', 'REFERENCES', 'TRIGGER'].includes(g.privilege) ? `no API role holds ${g.privilege}`
+      : g.role === 'authenticated' && g.privilege !== 'SELECT' ? 'authenticated only reads'
+      : g.role === 'authenticated' && g.kind === 'm' ? 'a materialized view has no row-level security'
+      : g.role === 'authenticated' && g.kind === 'v' && !g.invoker ? 'a view members read must be security_invoker'
+      : g.role === 'authenticated' && (g.kind === 'r' || g.kind === 'p') && !g.rls ? 'a table members read must have row-level security'
+      : g.role === 'service_role' && g.privilege !== 'SELECT' && !SERVICE_WRITABLE.includes(g.rel) ? 'service_role writes only SERVICE_WRITABLE'
+      : undefined;
+    if (why) violations.push(`${what} (${why})`);
+  }
+  return violations;
+}
