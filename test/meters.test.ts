@@ -586,7 +586,7 @@ describe('record_event inside the app transaction', () => {
     expect(stored).toEqual([{ id: String(eventId), event_type: 'order.placed', quantity: '2.000000000000' }]);
 
     const again = await as(db.pool, service, (c) => c.query('select * from tally.record_event(p_event => $1::jsonb)', [JSON.stringify(order(acct, 'order-2'))]));
-    expect(again.rows).toEqual([{ event_id: eventId, duplicate: true }]);
+    expect(again.rows).toEqual([{ event_id: eventId, duplicate: true, conflict: false }]);
     expect(await eventCount([acct])).toBe(1);
   });
 });

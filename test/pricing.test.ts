@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
-import { createAccount, recordEvents } from './helpers/ledger.ts';
+import { createAccount, recordEvents, setSetting } from './helpers/ledger.ts';
 import { as, createUser, service, user } from './helpers/personas.ts';
 
 let db: TestDatabase;
@@ -14,6 +14,8 @@ let account: string;
 beforeAll(async () => {
   db = await migratedDatabase();
   account = await createAccount(db.pool, 'Pricing');
+  // these tests use dates from long ago; events older than retention.events are refused at ingest
+  await setSetting(db.pool, 'retention.events', '100 years');
 });
 afterAll(async () => {
   await db?.drop();
