@@ -157,7 +157,13 @@ describe('reprice', () => {
     expect(await costs(keys)).toEqual(before);
 
     const result = await reprice('2022-02-01T00:00:00Z', '2022-04-01T00:00:00Z');
-    expect(result).toEqual({ repriced: 5, from: '2022-02-01T00:00:00+00:00', to: '2022-04-01T00:00:00+00:00' });
+    // nothing was rolled up here, so no bucket needed a rebuild (test/reprice.test.ts covers that)
+    expect(result).toEqual({
+      repriced: 5,
+      from: '2022-02-01T00:00:00+00:00',
+      to: '2022-04-01T00:00:00+00:00',
+      rebuilt_buckets: { hourly: 0, daily: 0, monthly: 0 },
+    });
     expect(await costs(keys)).toEqual({
       ...before,
       'r-computed': computed('0.006000000000'),
