@@ -21,7 +21,7 @@ afterAll(async () => {
   await db?.drop();
 });
 
-const ensureResult = z.strictObject({ created: z.array(z.string()), moved_rows: z.number().int(), default_rows: z.number().int() });
+const ensureResult = z.strictObject({ created: z.array(z.string()), moved_rows: z.number().int(), default_rows: z.number().int(), default_truncated: z.boolean() });
 
 async function ensurePartitions(monthsAhead: number | null = null) {
   const { rows } = await as(db.pool, service, (c) => c.query('select tally.ensure_partitions(p_months_ahead => $1::int) as r', [monthsAhead]));
