@@ -106,34 +106,28 @@ describe('ensure_partitions after a move', () => {
 });
 
 describe('ensure_partitions_for', () => {
-  it('creates the partitions of the given times (within retention and skew only) and moves waiting rows', async () => {
+  it('creates the partitions of a range (clipped to retention and skew) and moves waiting rows', async () => {
     const account = await createAccount(db.pool, 'For');
     await loadHistory(account, '2014-08', 10);
-    const [{ r }] = await asService('select tally.ensure_partitions_for(p_occurred_at => $1::text[]) as r', [
-      [
-        '2014-08-20T10:00:00Z',
-        '2014-09-30T23:30:00-01:00', // 2014-10-01 00:30 UTC
-        'not a time',
-        null,
-        '1970-01-01T00:00:00Z', // within "100 years" but let us check the floor below
-        new Date(Date.now() + 400 * DAY).toISOString(), // beyond the skew: ignored
-      ],
-    ]);
-    expect(r).toMatchObject({ moved_rows: 10, default_truncated: true });
-    expect(r.created).toEqual(['events_p1970_01', 'events_p2014_08', 'events_p2014_10']);
+    const call = async (from: string, to: string) =>
+      (await asService('select tally.ensure_partitions_for(p_from => $1::timestamptz, p_to => $2::timestamptz) as r', [from, to]))[0].r;
+    const r = await call('2014-07-31T20:00:00-05:00', '2014-10-01T00:30:00+01:00'); // 2014-08-01 01:00Z .. 2014-09-30 23:30Z
+    expect(r).toEqual({ created: ['events_p2014_08', 'events_p2014_09'], moved_rows: 10, default_truncated: true });
     // already there: nothing to do, no lock taken
-    const [{ r: again }] = await asService('select tally.ensure_partitions_for(p_occurred_at => $1::text[]) as r', [['2014-08-20T10:00:00Z']]);
-    expect(again).toEqual({ created: [], moved_rows: 0, default_truncated: false });
-
+    expect(await call('2014-08-20T10:00:00Z', '2014-08-21T00:00:00Z')).toEqual({ created: [], moved_rows: 0, default_truncated: false });
+    // beyond the allowed skew: none for the future
+    const future = await call(new Date(Date.now() + 400 * DAY).toISOString(), new Date(Date.now() + 500 * DAY).toISOString());
+    expect(future.created).toEqual([]);
+    // past retention: none
     await setSetting(db.pool, 'retention.events', null);
-    const [{ r: old }] = await asService('select tally.ensure_partitions_for(p_occurred_at => $1::text[]) as r', [['2001-01-01T00:00:00Z']]);
-    expect(old.created).toEqual([]);
+    expect((await call('2001-01-01T00:00:00Z', '2001-03-01T00:00:00Z')).created).toEqual([]);
     await setSetting(db.pool, 'retention.events', '100 years');
+    await expect(call('2015-02-01T00:00:00Z', '2015-01-01T00:00:00Z')).rejects.toMatchObject({ code: '22023', hint: 'invalid_parameter' });
   });
 
   it('is for services only', async () => {
     const alice = await createUser(db.pool);
-    await expect(as(db.pool, user(alice), (c) => c.query("select tally.ensure_partitions_for(array['2015-01-01T00:00:00Z'])"))).rejects.toMatchObject({
+    await expect(as(db.pool, user(alice), (c) => c.query("select tally.ensure_partitions_for('2015-01-01Z', '2015-02-01Z')"))).rejects.toMatchObject({
       code: '42501',
     });
   });

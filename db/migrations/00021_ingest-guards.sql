@@ -66,9 +66,9 @@ BEGIN
   BEGIN
   WITH guards AS MATERIALIZED (
     -- the settings, read once per call
-    SELECT tally._retention_floor('events') AS events_floor,
-           tally._setting_interval('retention.events') AS events_retention,
+    SELECT now() - r.v AS events_floor, r.v AS events_retention,
            coalesce(tally._setting_int('ingest.refuse_unpriced_models'), 0) = 1 AS refuse_unpriced
+    FROM (SELECT tally._setting_interval('retention.events') AS v) r  -- as tally._retention_floor('events')
   ),
   checked AS (
     -- the validator's outcome, then the guards on what it accepted

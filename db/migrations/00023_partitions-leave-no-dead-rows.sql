@@ -31,11 +31,11 @@
 --      move: it may miss the moved rows once (the next statement sees them). The window
 --      is the time from the first attach to the commit, which follows at once in
 --      ensure_partitions; do not call it inside a long transaction.
--- 2. tally.ensure_partitions_for(p_occurred_at text[]): creates the monthly partitions of
---    the given times (only months within retention and not in the future beyond the
---    allowed skew), moving rows waiting in the default partition for them. `tally import`
---    calls it for each chunk before loading it, so imported history goes straight to its
---    partition instead of waiting in the default one.
+-- 2. tally.ensure_partitions_for(p_from, p_to): creates the monthly partitions of a range
+--    (only months within retention and not in the future beyond the allowed skew), moving
+--    rows waiting in the default partition for them. `tally import` calls it for each
+--    chunk, with the range of its rows' dates, before loading it, so imported history goes
+--    straight to its partition instead of waiting in the default one.
 
 -- Truncates events_default when it holds no row (after moves), if that can be done at once
 -- and safely; true when it did.
@@ -119,7 +119,7 @@ COMMENT ON FUNCTION tally.ensure_partitions(integer) IS
 REVOKE ALL ON FUNCTION tally.ensure_partitions(integer) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.ensure_partitions(integer) TO service_role;
 
-CREATE FUNCTION tally.ensure_partitions_for(p_occurred_at text[]) RETURNS jsonb
+CREATE FUNCTION tally.ensure_partitions_for(p_from timestamptz, p_to timestamptz) RETURNS jsonb
   LANGUAGE plpgsql
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
@@ -127,6 +127,9 @@ CREATE FUNCTION tally.ensure_partitions_for(p_occurred_at text[]) RETURNS jsonb
   SET TimeZone = 'UTC'
   AS $$
 DECLARE
+  -- only months ingestion would accept events of: within retention, not beyond the skew
+  v_from      timestamptz := greatest(p_from, tally._retention_floor('events'));
+  v_to        timestamptz := least(p_to, now() + tally._setting_interval('ingest.max_future_skew'));
   v_months    timestamptz[];
   v_month     timestamptz;
   v_moved     bigint;
@@ -137,19 +140,14 @@ BEGIN
   IF NOT tally._caller_is_service() THEN
     PERFORM tally._raise('forbidden', '42501', 'ensure_partitions_for: service callers only');
   END IF;
-  IF cardinality(p_occurred_at) > 100000 THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'occurred_at: at most 100000 values per call');
+  IF p_from IS NULL OR p_to IS NULL OR p_from > p_to OR p_from = '-infinity' OR p_to = 'infinity' THEN
+    PERFORM tally._raise('invalid_parameter', '22023', format('from, to: need finite from <= to (got %s, %s)', p_from, p_to));
   END IF;
-  -- the months of the well-formed times that ingestion would accept (within retention, not
-  -- beyond the allowed skew) and that have no partition yet; anything else is ignored
-  SELECT array_agg(m ORDER BY m) INTO v_months
-  FROM (
-    SELECT DISTINCT date_trunc('month', t.at, 'UTC') AS m
-    FROM (SELECT CASE WHEN tally._is_iso_timestamptz(x) THEN x::timestamptz END AS at FROM unnest(p_occurred_at) AS x) t
-    WHERE t.at IS NOT NULL AND t.at >= tally._retention_floor('events')
-      AND t.at <= now() + tally._setting_interval('ingest.max_future_skew')
-  ) months
-  WHERE to_regclass(format('tally.%I', 'events_p' || to_char(months.m, 'YYYY_MM'))) IS NULL;
+  IF v_from <= v_to THEN
+    SELECT array_agg(m ORDER BY m) INTO v_months
+    FROM generate_series(date_trunc('month', v_from, 'UTC'), date_trunc('month', v_to, 'UTC'), interval '1 month') AS m
+    WHERE to_regclass(format('tally.%I', 'events_p' || to_char(m, 'YYYY_MM'))) IS NULL;
+  END IF;
   IF v_months IS NULL THEN
     -- the common case: every partition exists, no lock taken
     RETURN jsonb_build_object('created', '[]'::jsonb, 'moved_rows', 0, 'default_truncated', false);
@@ -168,7 +166,7 @@ BEGIN
   RETURN jsonb_build_object('created', to_jsonb(v_created), 'moved_rows', v_total, 'default_truncated', v_truncated);
 END
 $$;
-COMMENT ON FUNCTION tally.ensure_partitions_for(text[]) IS
-  'Creates the monthly events partitions (UTC months) that events with these occurred_at values (ISO 8601 text, as in an event) need, so they do not wait in events_default; values that are malformed, past retention.events or beyond ingest.max_future_skew are ignored. Rows already waiting in events_default for those months are moved (and events_default truncated if that empties it, as ensure_partitions does). Takes no lock when every partition exists. Called by `tally import` for each chunk. Returns {created, moved_rows, default_truncated}. Service callers only.';
-REVOKE ALL ON FUNCTION tally.ensure_partitions_for(text[]) FROM PUBLIC, anon, authenticated, service_role;
-GRANT EXECUTE ON FUNCTION tally.ensure_partitions_for(text[]) TO service_role;
+COMMENT ON FUNCTION tally.ensure_partitions_for(timestamptz, timestamptz) IS
+  'Creates the monthly events partitions (UTC months) overlapping [p_from, p_to], clipped to what ingestion accepts (not before retention.events, not beyond ingest.max_future_skew), so events of that range do not wait in events_default. Rows already waiting in events_default for those months are moved (and events_default truncated if that empties it, as ensure_partitions does). Takes no lock when every partition exists. Called by `tally import` for each chunk, with the range of its rows'' dates. Returns {created, moved_rows, default_truncated}. Service callers only.';
+REVOKE ALL ON FUNCTION tally.ensure_partitions_for(timestamptz, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION tally.ensure_partitions_for(timestamptz, timestamptz) TO service_role;

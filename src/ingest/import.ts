@@ -189,12 +189,23 @@ function chunkStatement(rows: string, item: string, bad: string, nonBlank: strin
     from runs r group by r.run`;
 }
 
-function partitionsStatement(occurredAt: string): string {
-  return `select tally.ensure_partitions_for(p_occurred_at => array(select distinct ${occurredAt} from ${STAGING} s)) as r`;
+/**
+ * Creates the partitions of the chunk's date range (widened by a day each way: a date is
+ * written in its own UTC offset) before it is stored. Dates outside 1970-2999 are left
+ * out; an impossible one (2026-02-31) fails the cast, and that chunk simply gets none.
+ */
+function partitionsStatement(day: string): string {
+  return `
+    select tally.ensure_partitions_for(p_from => (d.lo::date - 1)::timestamptz, p_to => (d.hi::date + 2)::timestamptz) as r
+    from (select min(t.day) as lo, max(t.day) as hi
+          from (select ${day} collate "C" as day from ${STAGING} s) t
+          where t.day between '1970-01-01' and '2999-12-31') d
+    where d.lo is not null`;
 }
 
-/** Lock timeout, deadlock: creating a partition can wait; the rows then go to the default partition as before. */
-const PARTITION_SKIP_SQLSTATES = new Set(['55P03', '40P01']);
+/** Lock timeout, deadlock, an impossible date: creating partitions is an optimisation; the
+ * rows then go to the default partition as before (ensure_partitions moves them later). */
+const PARTITION_SKIP_SQLSTATES = new Set(['55P03', '40P01', '22007', '22008']);
 /** A chunk older than the commit interval still gets this long for the next read before it is committed. */
 const MIN_COMMIT_WAIT_MS = 50;
 
@@ -202,9 +213,11 @@ function ndjsonStaging(): Staging {
   return {
     create: `CREATE TEMP TABLE tally_import_rows (n bigint GENERATED ALWAYS AS IDENTITY, line text)`,
     copy: `COPY ${STAGING} (line) FROM STDIN WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')`,
-    // the occurred_at strings, read off the text without parsing the JSON (a miss only
-    // means that row waits in the default partition, as before)
-    partitions: partitionsStatement(`substring(s.line from '"occurred_at"[ \t]*:[ \t]*"([^"]{1,64})"')`),
+    // the date of occurred_at, read off the text without parsing the JSON or a regex over
+    // the line (cheap per row; a miss only means that row waits in the default partition)
+    partitions: partitionsStatement(
+      `case when strpos(s.line, '"occurred_at"') > 0 then left(ltrim(substr(s.line, strpos(s.line, '"occurred_at"') + 13, 40), e' \\t:"'), 10) end`,
+    ),
     chunk: (safe) =>
       chunkStatement(
         safe ? `s.n, s.line, ${TRY_JSONB}(s.line) as parsed` : 's.n, s.line',
@@ -232,7 +245,7 @@ function csvStaging(columns: string[]): Staging {
   return {
     create: `CREATE TEMP TABLE tally_import_rows (n bigint GENERATED ALWAYS AS IDENTITY, ${columns.map((c) => `${ident(c)} text`).join(', ')})`,
     copy: `COPY ${STAGING} (${columns.map(ident).join(', ')}) FROM STDIN WITH (FORMAT csv)`,
-    partitions: columns.includes('occurred_at') ? partitionsStatement(`nullif(btrim(${col('occurred_at')}), '')`) : undefined,
+    partitions: columns.includes('occurred_at') ? partitionsStatement(`left(btrim(${col('occurred_at')}), 10)`) : undefined,
     chunk: (safe) =>
       chunkStatement(
         safe && hasJson ? `s.n, ${all}, ${TRY_JSONB}(${cell(JSON_FIELD)}) as parsed` : `s.n, ${all}`,
@@ -427,7 +440,7 @@ class ImportRun {
       throw new UsageError(`chunk size: ${this.chunkSize} rows is more than the setting ingest.max_batch (${maxBatch}) allows per call`);
     }
     const partitions = await client.query<{ ok: boolean }>(
-      `select coalesce(has_function_privilege(to_regprocedure('tally.ensure_partitions_for(text[])'), 'EXECUTE'), false) as ok`,
+      `select coalesce(has_function_privilege(to_regprocedure('tally.ensure_partitions_for(timestamptz,timestamptz)'), 'EXECUTE'), false) as ok`,
     );
     this.createPartitions = partitions.rows[0]?.ok ?? false;
     try {
