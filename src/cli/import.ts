@@ -45,8 +45,9 @@ How it works:
   validated and stored by tally.import_events in one transaction, on one of --jobs
   sessions (while one session validates a chunk, the next chunk is loaded on another).
   Each chunk commits on its own, so an interrupted import keeps the chunks it finished.
-  A chunk also commits when the input has kept the import waiting with rows staged for
-  --commit-interval (default 1000 ms): rows piped in slowly are stored as they come.
+  A chunk also commits when the input has kept the import waiting, in all, for
+  --commit-interval (default 1000 ms) with rows staged: rows piped in slowly are stored
+  as they come.
   Before a chunk is stored, the monthly partitions its rows need are created, so history
   goes straight to its partition (not to the default one).
 
@@ -195,7 +196,7 @@ export function registerImport(program: Command): void {
     .argument('<file>', 'the file to import, or - to read stdin')
     .addOption(new Option('--format <format>', 'ndjson or csv (default: from the file extension, else from the first byte)'))
     .option('--chunk-size <rows>', 'rows per transaction (default 10000, at most the setting ingest.max_batch)')
-    .option('--commit-interval <ms>', 'commit the staged rows once the input has kept them waiting this long (default 1000)')
+    .option('--commit-interval <ms>', 'commit the staged rows once the input has kept them waiting this long in all (default 1000)')
     .option('--jobs <n>', 'database sessions validating chunks at once (default 2)')
     .option('--source <label>', "label of this run in tally.rejected_events (default '<file name>@<UTC time>-<4 hex>')")
     .option('--json', 'print the summary as JSON')

@@ -6,9 +6,9 @@
  * alternate between a few sessions (`jobs`): one validates while the next one loads.
  * Every chunk commits on its own: an import that is killed keeps its finished chunks, and
  * a re-run skips the rows whose idempotency key is already stored. A chunk is committed
- * when it holds chunkSize rows, at the end of the input, and also when the input has kept
- * the import waiting with rows staged for commitIntervalMs (a slow pipe is stored as it
- * comes, not at 10,000 rows). Before a chunk is stored, the monthly partitions its rows
+ * when it holds chunkSize rows, at the end of the input, and also once the import has
+ * waited commitIntervalMs in all for input while it held rows (a slow pipe is stored as
+ * it comes, not at 10,000 rows). Before a chunk is stored, the monthly partitions its rows
  * need are created (tally.ensure_partitions_for), so history does not wait in the default
  * partition.
  *
@@ -116,7 +116,7 @@ export interface ImportOptions {
   format?: ImportFormat;
   /** Rows per chunk (one import_events call, one transaction); default 10,000, at most ingest.max_batch. */
   chunkSize?: number;
-  /** Commit the staged rows once the input has kept them waiting this long (default 1000 ms). */
+  /** Commit the staged rows once the input has kept them waiting this long in all (default 1000 ms). */
   commitIntervalMs?: number;
   /** Sessions validating chunks at once, taken from the pool (default 2, at most the pool's max); 1 with a client. */
   jobs?: number;
@@ -206,8 +206,6 @@ function partitionsStatement(day: string): string {
 /** Lock timeout, deadlock, an impossible date: creating partitions is an optimisation; the
  * rows then go to the default partition as before (ensure_partitions moves them later). */
 const PARTITION_SKIP_SQLSTATES = new Set(['55P03', '40P01', '22007', '22008']);
-/** A chunk older than the commit interval still gets this long for the next read before it is committed. */
-const MIN_COMMIT_WAIT_MS = 50;
 
 function ndjsonStaging(): Staging {
   return {
@@ -407,8 +405,8 @@ class ImportRun {
   private readonly firstConflicts: ImportRejection[] = [];
   /** Whether this role may call tally.ensure_partitions_for (an older schema has none). */
   private createPartitions = false;
-  /** When the first record of the current chunk was staged (performance.now()). */
-  private chunkStartedAt = 0;
+  /** How long the import has waited for input while the current chunk held rows. */
+  private chunkWaitedMs = 0;
   private format: ImportFormat | undefined;
   private chunkSize = DEFAULT_CHUNK_SIZE;
   private staging: Staging | undefined;
@@ -500,20 +498,23 @@ class ImportRun {
   }
 
   /**
-   * Waits for the next piece of input; while it keeps the import waiting with rows staged
-   * for commitIntervalMs (counted from the chunk's first row), commits them.
+   * Waits for the next piece of input; once the import has spent commitIntervalMs in all
+   * waiting for input while the current chunk holds rows, commits them. Time spent on the
+   * database (COPY backpressure, a busy session) does not count: a file that is read as
+   * fast as it is stored keeps its full chunks; a slow pipe is stored as it comes.
    */
   private async nextOrCommit<T>(next: Promise<T>): Promise<T> {
     const interval = this.options.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS;
     for (;;) {
       if (!this.current || this.segmentRecords === 0 || this.stopped || this.options.signal?.aborted) return next;
-      const wait = Math.max(this.chunkStartedAt + interval - performance.now(), MIN_COMMIT_WAIT_MS);
+      const started = performance.now();
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<'timeout'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), wait);
+        timer = setTimeout(() => resolve('timeout'), Math.max(interval - this.chunkWaitedMs, 1));
       });
       const winner = await Promise.race([next.then((value) => ({ value })), timeout]);
       clearTimeout(timer);
+      this.chunkWaitedMs += performance.now() - started;
       if (winner !== 'timeout') return winner.value;
       if (this.options.signal?.aborted) return next;
       await this.dispatch();
@@ -585,7 +586,7 @@ class ImportRun {
       session.chunkStart = this.totals.records;
       session.sink = new CopySink(session.client, this.staging!.copy);
       this.current = session;
-      this.chunkStartedAt = performance.now();
+      this.chunkWaitedMs = 0;
     }
     try {
       await this.current.sink!.write(bytes);
