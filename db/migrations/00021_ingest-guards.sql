@@ -66,9 +66,11 @@ BEGIN
   BEGIN
   WITH guards AS MATERIALIZED (
     -- the settings, read once per call
-    SELECT now() - r.v AS events_floor, r.v AS events_retention,
-           coalesce(tally._setting_int('ingest.refuse_unpriced_models'), 0) = 1 AS refuse_unpriced
-    FROM (SELECT tally._setting_interval('retention.events') AS v) r  -- as tally._retention_floor('events')
+    -- (one probe of tally.settings for both; events_floor is tally._retention_floor('events'))
+    SELECT now() - r.retention AS events_floor, r.retention AS events_retention, coalesce(r.refuse, 0) = 1 AS refuse_unpriced
+    FROM (SELECT max(s.value) FILTER (WHERE s.name = 'retention.events')::interval AS retention,
+                 max(s.value) FILTER (WHERE s.name = 'ingest.refuse_unpriced_models')::integer AS refuse
+          FROM tally.settings s WHERE s.name IN ('retention.events', 'ingest.refuse_unpriced_models')) r
   ),
   checked AS (
     -- the validator's outcome, then the guards on what it accepted
