@@ -28,6 +28,14 @@ INSERT INTO tally.settings (name, kind, value, default_value, min_value, max_val
   ('ingest.refuse_unpriced_models', 'integer', '0', '0', '0', '1',
    '1: refuse (code unpriced_model) an LLM event Tally must price (tokens, no cost given) when tally.model_prices has no price for its provider and model at occurred_at; 0 (default): accept it with a NULL cost.');
 
+-- the new codes in the one error table (idempotency_conflict is recorded, never raised: its
+-- SQLSTATE is the conflict class it would be raised with)
+INSERT INTO tally.error_codes (code, sqlstate, description) VALUES
+  ('unpriced_model',       '22023', 'With ingest.refuse_unpriced_models = 1: an LLM event Tally must price has no price for its provider and model at occurred_at.'),
+  ('idempotency_conflict', '23505', 'An item''s idempotency key was already used by an event with a different payload: that event is kept, the item is not stored (reported in conflicts, kept in rejected_events).');
+UPDATE tally.error_codes SET description = 'A rollup range whose raw events are past retention.events; or an event whose occurred_at is older than retention.events (refused at ingest).'
+WHERE code = 'past_retention';
+
 ALTER TABLE tally.idempotency_keys ADD COLUMN payload_fingerprint bigint;
 COMMENT ON COLUMN tally.idempotency_keys.payload_fingerprint IS
   'Hash of the canonical validated payload of the event that claimed the key (NULL for keys claimed before payloads were compared): a retry with another hash is an idempotency_conflict.';
