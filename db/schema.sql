@@ -642,8 +642,10 @@ CREATE FUNCTION tally._ingest(p_events jsonb, p_source text, p_index_base bigint
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
-  v_result  jsonb;
-  v_attempt integer;
+  v_result    jsonb;
+  v_dups      jsonb;
+  v_conflicts jsonb;
+  v_attempt   integer;
 BEGIN
   -- Two attempts: an insert routed to events_default that waited while ensure_partitions
   -- attached the partition for its month fails the default partition's new constraint
@@ -651,8 +653,46 @@ BEGIN
   -- statement routes the rows to the new partition.
   FOR v_attempt IN 1..2 LOOP
   BEGIN
-  WITH parsed AS MATERIALIZED (
-    SELECT * FROM tally._parse_events(p_events, p_index_base)
+  WITH guards AS MATERIALIZED (
+    -- the settings, read once per call
+    -- (one probe of tally.settings for both; events_floor is tally._retention_floor('events'))
+    SELECT now() - r.retention AS events_floor, r.retention AS events_retention, coalesce(r.refuse, 0) = 1 AS refuse_unpriced
+    FROM (SELECT max(s.value) FILTER (WHERE s.name = 'retention.events')::interval AS retention,
+                 max(s.value) FILTER (WHERE s.name = 'ingest.refuse_unpriced_models')::integer AS refuse
+          FROM tally.settings s WHERE s.name IN ('retention.events', 'ingest.refuse_unpriced_models')) r
+  ),
+  checked AS (
+    -- the validator's outcome, then the guards on what it accepted
+    SELECT p.*,
+           CASE
+             WHEN p.code IS NOT NULL THEN NULL
+             WHEN p.occurred_at < g.events_floor
+               THEN format('past_retention|occurred_at: %s is older than the retention of raw events (setting retention.events = %s): it would be dropped by the next retention run',
+                           p.payload ->> 'occurred_at', g.events_retention)
+             WHEN g.refuse_unpriced AND (p.tokens_in IS NOT NULL OR p.tokens_out IS NOT NULL)
+                  AND ((NOT p.cost_given AND p.cost_usd IS NULL) OR (p.cached AND NOT p.potential_cost_given AND p.potential_cost_usd IS NULL))
+               THEN format('unpriced_model|model: no price for provider %s, model %s at %s in tally.model_prices (setting ingest.refuse_unpriced_models); give cost_usd or set the price',
+                           coalesce(quote_literal(p.provider), 'NULL'), coalesce(quote_literal(p.model), 'NULL'), p.occurred_at)
+           END AS guard
+    FROM tally._parse_events(p_events, p_index_base) p CROSS JOIN guards g
+  ),
+  parsed AS MATERIALIZED (
+    SELECT c.item_index, c.payload, c.known_account_id, c.account_id, c.occurred_at, c.api_key_id, c.event_type,
+           c.provider, c.model, c.endpoint, c.method, c.status_code, c.success, c.error_message, c.file_type,
+           c.files, c.bytes, c.tokens_in, c.tokens_out, c.cached, c.cost_usd, c.potential_cost_usd, c.cost_given,
+           c.potential_cost_given, c.latency_ms, c.quantity, c.idempotency_key, c.properties,
+           coalesce(c.code, split_part(c.guard, '|', 1)) AS code,
+           coalesce(c.message, substr(c.guard, strpos(c.guard, '|') + 1)) AS message,
+           -- the canonical validated payload of a keyed item, hashed (see the file's header)
+           CASE WHEN c.code IS NULL AND c.guard IS NULL AND c.idempotency_key IS NOT NULL THEN
+             hashtextextended(ROW(
+               c.api_key_id, CASE WHEN jsonb_typeof(c.payload -> 'occurred_at') = 'string' THEN extract(epoch FROM c.occurred_at) END,
+               c.event_type, c.provider, c.model, c.endpoint, c.method, c.status_code, c.success, c.error_message,
+               c.file_type, c.files, c.bytes, c.tokens_in, c.tokens_out, c.cached,
+               CASE WHEN c.cost_given THEN c.cost_usd END, CASE WHEN c.potential_cost_given THEN c.potential_cost_usd END,
+               c.latency_ms, c.quantity, c.properties)::text, 0)
+           END AS payload_fingerprint
+    FROM checked c
   ),
   dead AS (
     -- nothing is lost: every refused item is kept as sent, once per idempotency key (a
@@ -668,7 +708,7 @@ BEGIN
   ),
   first_of_key AS (
     -- within the batch, the first item carrying a key wins; later ones are duplicates
-    SELECT DISTINCT ON (p.account_id, p.idempotency_key) p.item_index, p.account_id, p.idempotency_key, p.occurred_at
+    SELECT DISTINCT ON (p.account_id, p.idempotency_key) p.item_index, p.account_id, p.idempotency_key, p.occurred_at, p.payload_fingerprint
     FROM parsed p
     WHERE p.code IS NULL AND p.idempotency_key IS NOT NULL
     ORDER BY p.account_id, p.idempotency_key, p.item_index
@@ -677,11 +717,16 @@ BEGIN
     -- keys not seen before. A key inserted by a transaction still in flight makes this wait
     -- for it: if it commits, the key is a duplicate here; if it rolls back, it is ours.
     -- Sorted, so two batches sharing keys lock them in the same order.
-    INSERT INTO tally.idempotency_keys (account_id, idempotency_key, occurred_at)
-    SELECT f.account_id, f.idempotency_key, f.occurred_at FROM first_of_key f
+    INSERT INTO tally.idempotency_keys (account_id, idempotency_key, occurred_at, payload_fingerprint)
+    SELECT f.account_id, f.idempotency_key, f.occurred_at, f.payload_fingerprint FROM first_of_key f
     ORDER BY f.account_id, f.idempotency_key
     ON CONFLICT DO NOTHING
     RETURNING account_id, idempotency_key
+  ),
+  kept AS (
+    -- the keyed items that claimed their key
+    SELECT f.item_index FROM first_of_key f
+    JOIN claimed c ON c.account_id = f.account_id AND c.idempotency_key = f.idempotency_key
   ),
   stored AS (
     INSERT INTO tally.events (
@@ -693,19 +738,53 @@ BEGIN
            p.potential_cost_usd, p.cost_given, p.potential_cost_given, p.latency_ms, p.quantity, p.idempotency_key, p.properties
     FROM parsed p
     WHERE p.code IS NULL
-      AND (p.idempotency_key IS NULL
-           OR p.item_index IN (SELECT f.item_index FROM first_of_key f
-                               JOIN claimed c ON c.account_id = f.account_id AND c.idempotency_key = f.idempotency_key))
+      AND (p.idempotency_key IS NULL OR p.item_index IN (SELECT k.item_index FROM kept k))
     ORDER BY p.item_index
     RETURNING 1
   )
   SELECT jsonb_build_object(
     'accepted',   (SELECT count(*) FROM stored),
-    'duplicates', (SELECT count(*) FROM parsed p WHERE p.code IS NULL) - (SELECT count(*) FROM stored),
     'rejected',   coalesce((SELECT jsonb_agg(jsonb_build_object('index', p.item_index, 'code', p.code, 'message', p.message)
-                                             ORDER BY p.item_index) FROM parsed p WHERE p.code IS NOT NULL), '[]'::jsonb))
-  INTO v_result;
-  RETURN v_result;
+                                             ORDER BY p.item_index) FROM parsed p WHERE p.code IS NOT NULL), '[]'::jsonb)),
+    -- the valid keyed items not stored: duplicates or conflicts
+    (SELECT jsonb_agg(jsonb_build_object('index', p.item_index, 'account_id', p.account_id, 'key', p.idempotency_key,
+                                         'hash', p.payload_fingerprint, 'payload', p.payload))
+     FROM parsed p
+     WHERE p.code IS NULL AND p.idempotency_key IS NOT NULL AND p.item_index NOT IN (SELECT k.item_index FROM kept k))
+  INTO v_result, v_dups;
+
+  IF v_dups IS NOT NULL THEN
+    -- a not-stored item whose payload differs from the one that claimed its key (seen now,
+    -- including a claim committed by a concurrent writer the statement above waited for)
+    WITH conflict AS (
+      SELECT d.index, d.account_id, d.key, d.payload, ev.id AS event_id,
+             format('idempotency_key: %L was already used by event %s with a different payload; that event is kept and this item was not stored',
+                    d.key, coalesce(ev.id::text, '(no longer stored)')) AS message
+      FROM jsonb_to_recordset(v_dups) AS d(index bigint, account_id uuid, key text, hash bigint, payload jsonb)
+      JOIN tally.idempotency_keys k ON k.account_id = d.account_id AND k.idempotency_key = d.key
+      LEFT JOIN LATERAL (
+        SELECT e.id FROM tally.events e
+        WHERE e.account_id = k.account_id AND e.occurred_at = k.occurred_at AND e.idempotency_key = k.idempotency_key
+        ORDER BY e.id LIMIT 1
+      ) ev ON true
+      WHERE k.payload_fingerprint IS NOT NULL AND k.payload_fingerprint <> d.hash
+    ),
+    kept_conflict AS (
+      -- kept like every refusal, once per key and source
+      INSERT INTO tally.rejected_events (account_id, source, item_index, code, message, payload, idempotency_key)
+      SELECT c.account_id, p_source, c.index, 'idempotency_conflict', c.message, c.payload, c.key
+      FROM conflict c
+      ORDER BY 1, 7
+      ON CONFLICT (source, account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    )
+    SELECT jsonb_agg(jsonb_build_object('index', c.index, 'code', 'idempotency_conflict', 'message', c.message,
+                                        'event_id', c.event_id::text) ORDER BY c.index)
+    INTO v_conflicts FROM conflict c;
+  END IF;
+
+  RETURN v_result || jsonb_build_object(
+    'duplicates', coalesce(jsonb_array_length(v_dups), 0) - coalesce(jsonb_array_length(v_conflicts), 0),
+    'conflicts', coalesce(v_conflicts, '[]'::jsonb));
   EXCEPTION WHEN check_violation THEN
     IF v_attempt = 2 THEN
       RAISE;
@@ -719,7 +798,7 @@ $$;
 -- Name: FUNCTION _ingest(p_events jsonb, p_source text, p_index_base bigint); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._ingest(p_events jsonb, p_source text, p_index_base bigint) IS 'Validates and stores a JSON array of events in one statement: valid items once per idempotency key, refused items into tally.rejected_events (source p_source). Returns {accepted, duplicates, rejected: [{index, code, message}]}.';
+COMMENT ON FUNCTION tally._ingest(p_events jsonb, p_source text, p_index_base bigint) IS 'Validates and stores a JSON array of events: valid items once per idempotency key, refused items (validator codes, past_retention, unpriced_model) into tally.rejected_events (source p_source); a keyed item whose key was used with another payload is an idempotency_conflict (kept there too, with the stored event''s id). Returns {accepted, duplicates, conflicts: [{index, code, message, event_id}], rejected: [{index, code, message}]}.';
 
 --
 -- Name: _is_iso_timestamptz(text); Type: FUNCTION; Schema: tally; Owner: -
@@ -1566,6 +1645,40 @@ $$;
 COMMENT ON FUNCTION tally._token_cost(p_tokens_in bigint, p_tokens_out bigint, p_input_usd_per_mtok numeric, p_output_usd_per_mtok numeric) IS 'USD cost of tokens_in and tokens_out at the given per-million prices, rounded to 12 decimals (the precision of tally.events.cost_usd).';
 
 --
+-- Name: _truncate_empty_default_partition(); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._truncate_empty_default_partition() RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET lock_timeout TO '1s'
+    AS $$
+BEGIN
+  -- no rollup reads the ledger until this transaction commits (see the file's header)
+  IF NOT pg_try_advisory_xact_lock(hashtext('tally.run_rollups')) THEN
+    RETURN false;
+  END IF;
+  -- held already after an attach; bounded anyway, and not worth a stall if not granted
+  BEGIN
+    LOCK TABLE tally.events_default IN ACCESS EXCLUSIVE MODE;
+  EXCEPTION WHEN lock_not_available THEN
+    RETURN false;
+  END;
+  IF EXISTS (SELECT 1 FROM tally.events_default) THEN
+    RETURN false;
+  END IF;
+  TRUNCATE tally.events_default;
+  RETURN true;
+END
+$$;
+
+--
+-- Name: FUNCTION _truncate_empty_default_partition(); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._truncate_empty_default_partition() IS 'After rows were moved out of tally.events_default: truncates it when it is empty and the rollups'' lock is free (its ACCESS EXCLUSIVE lock is already held after an attach), so no dead tuple slows the reads that scan it. Returns whether it truncated.';
+
+--
 -- Name: _usage_metrics(bigint, bigint, bigint, bigint, numeric, numeric, numeric, numeric, numeric, numeric, numeric, bigint, numeric, integer, bigint[]); Type: FUNCTION; Schema: tally; Owner: -
 --
 
@@ -1969,11 +2082,12 @@ CREATE FUNCTION tally.ensure_partitions(p_months_ahead integer DEFAULT NULL::int
     SET "TimeZone" TO 'UTC'
     AS $$
 DECLARE
-  v_ahead   integer := coalesce(p_months_ahead, tally._setting_int('partitions.months_ahead'));
-  v_month   timestamptz;
-  v_moved   bigint;
-  v_total   bigint := 0;
-  v_created text[] := '{}';
+  v_ahead     integer := coalesce(p_months_ahead, tally._setting_int('partitions.months_ahead'));
+  v_month     timestamptz;
+  v_moved     bigint;
+  v_total     bigint := 0;
+  v_created   text[] := '{}';
+  v_truncated boolean := false;
 BEGIN
   IF v_ahead IS NULL OR v_ahead < 0 OR v_ahead > 120 THEN
     PERFORM tally._raise('invalid_parameter', '22023', format('months_ahead: must be between 0 and 120 (got %s)', p_months_ahead));
@@ -1997,10 +2111,15 @@ BEGIN
       v_total := v_total + v_moved;
     END IF;
   END LOOP;
+  IF v_total > 0 THEN
+    -- the moves left dead tuples behind: leave none
+    v_truncated := tally._truncate_empty_default_partition();
+  END IF;
   RETURN jsonb_build_object(
     'created', to_jsonb(v_created),
     'moved_rows', v_total,
-    'default_rows', (SELECT count(*) FROM tally.events_default));
+    'default_rows', (SELECT count(*) FROM tally.events_default),
+    'default_truncated', v_truncated);
 END
 $$;
 
@@ -2008,7 +2127,64 @@ $$;
 -- Name: FUNCTION ensure_partitions(p_months_ahead integer); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.ensure_partitions(p_months_ahead integer) IS 'Creates the monthly events partitions for this month and the next p_months_ahead (default: setting partitions.months_ahead), plus one for every month with rows in events_default, moving those rows. Idempotent; run daily by the worker. Returns {created: [partition names], moved_rows, default_rows}. Service callers only.';
+COMMENT ON FUNCTION tally.ensure_partitions(p_months_ahead integer) IS 'Creates the monthly events partitions for this month and the next p_months_ahead (default: setting partitions.months_ahead), plus one for every month with rows in events_default, moving those rows; when that empties events_default it is truncated in the same transaction, so no dead tuple slows later reads (default_truncated; false when a running rollup prevented it, and autovacuum then cleans up). Idempotent; run daily by the worker. Returns {created: [partition names], moved_rows, default_rows, default_truncated}. Service callers only.';
+
+--
+-- Name: ensure_partitions_for(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally.ensure_partitions_for(p_from timestamp with time zone, p_to timestamp with time zone) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET lock_timeout TO '10s'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+  -- only months ingestion would accept events of: within retention, not beyond the skew
+  v_from      timestamptz := greatest(p_from, tally._retention_floor('events'));
+  v_to        timestamptz := least(p_to, now() + tally._setting_interval('ingest.max_future_skew'));
+  v_months    timestamptz[];
+  v_month     timestamptz;
+  v_moved     bigint;
+  v_total     bigint := 0;
+  v_created   text[] := '{}';
+  v_truncated boolean := false;
+BEGIN
+  IF NOT tally._caller_is_service() THEN
+    PERFORM tally._raise('forbidden', '42501', 'ensure_partitions_for: service callers only');
+  END IF;
+  IF p_from IS NULL OR p_to IS NULL OR p_from > p_to OR p_from = '-infinity' OR p_to = 'infinity' THEN
+    PERFORM tally._raise('invalid_parameter', '22023', format('from, to: need finite from <= to (got %s, %s)', p_from, p_to));
+  END IF;
+  IF v_from <= v_to THEN
+    SELECT array_agg(m ORDER BY m) INTO v_months
+    FROM generate_series(date_trunc('month', v_from, 'UTC'), date_trunc('month', v_to, 'UTC'), interval '1 month') AS m
+    WHERE to_regclass(format('tally.%I', 'events_p' || to_char(m, 'YYYY_MM'))) IS NULL;
+  END IF;
+  IF v_months IS NULL THEN
+    -- the common case: every partition exists, no lock taken
+    RETURN jsonb_build_object('created', '[]'::jsonb, 'moved_rows', 0, 'default_truncated', false);
+  END IF;
+  PERFORM pg_advisory_xact_lock(hashtext('tally.ensure_partitions'));
+  FOREACH v_month IN ARRAY v_months LOOP
+    v_moved := tally._create_events_partition(v_month);
+    IF v_moved IS NOT NULL THEN
+      v_created := v_created || ('events_p' || to_char(v_month, 'YYYY_MM'));
+      v_total := v_total + v_moved;
+    END IF;
+  END LOOP;
+  IF v_total > 0 THEN
+    v_truncated := tally._truncate_empty_default_partition();
+  END IF;
+  RETURN jsonb_build_object('created', to_jsonb(v_created), 'moved_rows', v_total, 'default_truncated', v_truncated);
+END
+$$;
+
+--
+-- Name: FUNCTION ensure_partitions_for(p_from timestamp with time zone, p_to timestamp with time zone); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally.ensure_partitions_for(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Creates the monthly events partitions (UTC months) overlapping [p_from, p_to], clipped to what ingestion accepts (not before retention.events, not beyond ingest.max_future_skew), so events of that range do not wait in events_default. Rows already waiting in events_default for those months are moved (and events_default truncated if that empties it, as ensure_partitions does). Takes no lock when every partition exists. Called by `tally import` for each chunk, with the range of its rows'' dates. Returns {created, moved_rows, default_truncated}. Service callers only.';
 
 --
 -- Name: events; Type: TABLE; Schema: tally; Owner: -
@@ -2263,7 +2439,7 @@ $$;
 -- Name: FUNCTION import_events(p_events jsonb, p_source text, p_first_index bigint); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.import_events(p_events jsonb, p_source text, p_first_index bigint) IS 'record_events for bulk loaders such as `tally import`: the same validation and idempotency, with rejected items kept under source ''import:<p_source>'' and indexed from p_first_index (the line number of the first item). Service callers only.';
+COMMENT ON FUNCTION tally.import_events(p_events jsonb, p_source text, p_first_index bigint) IS 'record_events for bulk loaders such as `tally import`: the same validation, guards and idempotency (result {accepted, duplicates, conflicts, rejected}), with rejected items kept under source ''import:<p_source>'' and indexed from p_first_index (the line number of the first item). Service callers only.';
 
 --
 -- Name: latency_buckets(); Type: FUNCTION; Schema: tally; Owner: -
@@ -2386,7 +2562,7 @@ COMMENT ON FUNCTION tally.recompute_rollups(p_from timestamp with time zone, p_t
 -- Name: record_event(jsonb); Type: FUNCTION; Schema: tally; Owner: -
 --
 
-CREATE FUNCTION tally.record_event(p_event jsonb) RETURNS TABLE(event_id bigint, duplicate boolean)
+CREATE FUNCTION tally.record_event(p_event jsonb) RETURNS TABLE(event_id bigint, duplicate boolean, conflict boolean)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
@@ -2405,7 +2581,11 @@ BEGIN
                          v_result->'rejected'->0->>'message');
   ELSIF (v_result->>'accepted')::int = 1 THEN
     -- this session drew exactly one id from the events identity just now
-    RETURN QUERY SELECT currval(pg_get_serial_sequence('tally.events', 'id')), false;
+    RETURN QUERY SELECT currval(pg_get_serial_sequence('tally.events', 'id')), false, false;
+  ELSIF jsonb_array_length(v_result -> 'conflicts') > 0 THEN
+    -- the key was used with another payload: the stored event is kept (and the conflict
+    -- stays in tally.rejected_events, source record_event)
+    RETURN QUERY SELECT (v_result->'conflicts'->0->>'event_id')::bigint, true, true;
   ELSE
     -- a duplicate: the event is valid, so its tenant fields are well-formed UUIDs
     v_account := coalesce((p_event ->> 'account_id')::uuid,
@@ -2413,7 +2593,7 @@ BEGIN
     SELECT k.occurred_at INTO v_when FROM tally.idempotency_keys k
     WHERE k.account_id = v_account AND k.idempotency_key = v_key;
     RETURN QUERY
-      SELECT e.id, true FROM tally.events e
+      SELECT e.id, true, false FROM tally.events e
       WHERE e.account_id = v_account AND e.occurred_at = v_when AND e.idempotency_key = v_key
       ORDER BY e.id LIMIT 1;
   END IF;
@@ -2424,7 +2604,7 @@ $$;
 -- Name: FUNCTION record_event(p_event jsonb); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.record_event(p_event jsonb) IS 'Records one event and returns (event_id, duplicate). A duplicate idempotency key returns the original event''s id with duplicate = true. An invalid event raises (nothing is stored; the caller has the error): SQLSTATE 22023 with the code in HINT (invalid_type, out_of_range, ...), 28000 for unknown_api_key / revoked_api_key / expired_api_key, P0002 for account_not_found. Usable inside the caller''s own transaction. Service callers only.';
+COMMENT ON FUNCTION tally.record_event(p_event jsonb) IS 'Records one event and returns (event_id, duplicate, conflict). A duplicate idempotency key returns the original event''s id with duplicate = true; a key already used with a different payload also returns the original id, with duplicate = conflict = true, and keeps the item in tally.rejected_events (idempotency_conflict). An invalid event raises (nothing is stored; the caller has the error): SQLSTATE 22023 with the code in HINT (invalid_type, out_of_range, past_retention, unpriced_model, ...), 28000 for unknown_api_key / revoked_api_key / expired_api_key, P0002 for account_not_found. Usable inside the caller''s own transaction. Service callers only.';
 
 --
 -- Name: record_events(jsonb); Type: FUNCTION; Schema: tally; Owner: -
@@ -2444,7 +2624,7 @@ $$;
 -- Name: FUNCTION record_events(p_events jsonb); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.record_events(p_events jsonb) IS 'Records a JSON array of events (at most the setting ingest.max_batch, default 10000) set-based. Valid items are stored once per (account, idempotency_key); invalid items are refused one by one and kept in tally.rejected_events. Returns {accepted, duplicates, rejected: [{index, code, message}]} with 0-based array indexes. Raises invalid_parameter or batch_too_large (22023) only for the array itself. Service callers only.';
+COMMENT ON FUNCTION tally.record_events(p_events jsonb) IS 'Records a JSON array of events (at most the setting ingest.max_batch, default 10000) set-based. Valid items are stored once per (account, idempotency_key); invalid items are refused one by one and kept in tally.rejected_events (including past_retention, and unpriced_model when ingest.refuse_unpriced_models is 1). A key reused with a different payload keeps the first event and is reported in conflicts (code idempotency_conflict, with the stored event_id), not as a duplicate. Returns {accepted, duplicates, conflicts: [{index, code, message, event_id}], rejected: [{index, code, message}]} with 0-based array indexes. Raises invalid_parameter or batch_too_large (22023) only for the array itself. Service callers only.';
 
 --
 -- Name: record_job_run(text, timestamp with time zone, timestamp with time zone, boolean, jsonb, text); Type: FUNCTION; Schema: tally; Owner: -
@@ -2533,9 +2713,17 @@ COMMENT ON FUNCTION tally.remove_account_member(p_account_id uuid, p_user_id uui
 CREATE FUNCTION tally.reprice(p_from timestamp with time zone, p_to timestamp with time zone) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET jit TO 'off'
+    SET "DateStyle" TO 'ISO'
+    SET "TimeZone" TO 'UTC'
     AS $$
 DECLARE
-  v_updated bigint;
+  v_updated   bigint;
+  v_watermark bigint;
+  v_grains    text[];
+  v_accounts  uuid[];
+  v_buckets   text[];
+  v_rebuilt   jsonb := '{"hourly": 0, "daily": 0, "monthly": 0}';
 BEGIN
   IF NOT tally._caller_is_service() THEN
     PERFORM tally._raise('forbidden', '42501', 'reprice: service callers only');
@@ -2543,6 +2731,11 @@ BEGIN
   IF p_from IS NULL OR p_to IS NULL OR p_from >= p_to THEN
     PERFORM tally._raise('invalid_parameter', '22023', format('from, to: need from < to (got %s, %s)', p_from, p_to));
   END IF;
+  PERFORM tally._require_read_committed('reprice');
+  -- Wait for a running rollup, and keep new ones out until this transaction ends: the
+  -- watermark must not move between the update and the rebuild.
+  PERFORM pg_advisory_xact_lock(hashtext('tally.run_rollups'));
+  v_watermark := (SELECT s.watermark FROM tally.rollup_state s);
 
   WITH priced AS (
     -- events in the range whose cost Tally computed (or could not compute), with the price
@@ -2572,14 +2765,41 @@ BEGIN
     SELECT nc.account_id, nc.occurred_at, nc.id, nc.cost,
            CASE WHEN nc.potential_cost_given THEN nc.potential_cost_usd WHEN nc.cached THEN nc.price ELSE nc.cost END AS potential
     FROM new_cost nc
+  ),
+  changed AS (
+    UPDATE tally.events e
+    SET cost_usd = r.cost, potential_cost_usd = r.potential
+    FROM recomputed r
+    WHERE e.account_id = r.account_id AND e.occurred_at = r.occurred_at AND e.id = r.id
+      AND (e.cost_usd IS DISTINCT FROM r.cost OR e.potential_cost_usd IS DISTINCT FROM r.potential)
+    RETURNING e.account_id, e.occurred_at, e.id
+  ),
+  bucket_keys AS (
+    -- the buckets the changed events are counted in: only events the rollups folded and
+    -- that are not void; hourly and daily buckets past their retention stay deleted
+    SELECT DISTINCT g.grain, c.account_id,
+           CASE g.grain WHEN 'hourly' THEN date_trunc('hour', c.occurred_at, 'UTC')::text
+                        WHEN 'daily' THEN (c.occurred_at AT TIME ZONE a.timezone)::date::text
+                        ELSE date_trunc('month', c.occurred_at AT TIME ZONE a.timezone)::date::text END AS bucket
+    FROM changed c
+    JOIN tally.accounts a ON a.id = c.account_id
+    CROSS JOIN (VALUES ('hourly'), ('daily'), ('monthly')) AS g(grain)
+    WHERE c.id <= v_watermark
+      AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = c.account_id AND v.event_id = c.id)
+  ),
+  kept_keys AS (
+    SELECT k.grain, k.account_id, k.bucket FROM bucket_keys k
+    WHERE (k.grain <> 'hourly' OR k.bucket::timestamptz >= tally._retention_floor('hourly'))
+      AND (k.grain <> 'daily' OR k.bucket::date >= tally._retention_floor('daily')::date)
   )
-  UPDATE tally.events e
-  SET cost_usd = r.cost, potential_cost_usd = r.potential
-  FROM recomputed r
-  WHERE e.account_id = r.account_id AND e.occurred_at = r.occurred_at AND e.id = r.id
-    AND (e.cost_usd IS DISTINCT FROM r.cost OR e.potential_cost_usd IS DISTINCT FROM r.potential);
-  GET DIAGNOSTICS v_updated = ROW_COUNT;
-  RETURN jsonb_build_object('repriced', v_updated, 'from', p_from, 'to', p_to);
+  SELECT (SELECT count(*) FROM changed), ka.grains, ka.accounts, ka.buckets
+  INTO v_updated, v_grains, v_accounts, v_buckets
+  FROM (SELECT array_agg(k.grain) AS grains, array_agg(k.account_id) AS accounts, array_agg(k.bucket) AS buckets FROM kept_keys k) ka;
+
+  IF v_grains IS NOT NULL THEN
+    v_rebuilt := tally._rebuild_rollups(v_grains, v_accounts, v_buckets);
+  END IF;
+  RETURN jsonb_build_object('repriced', v_updated, 'from', p_from, 'to', p_to, 'rebuilt_buckets', v_rebuilt);
 END
 $$;
 
@@ -2587,7 +2807,7 @@ $$;
 -- Name: FUNCTION reprice(p_from timestamp with time zone, p_to timestamp with time zone); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.reprice(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Recomputes cost_usd and potential_cost_usd of the LLM events with occurred_at in [p_from, p_to) from tally.model_prices, for the values Tally computed (never a cost the caller gave). Returns {repriced: n events changed}. An explicit correction of the ledger: rollups over the range must be recomputed afterwards. Service callers only.';
+COMMENT ON FUNCTION tally.reprice(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Recomputes cost_usd and potential_cost_usd of the LLM events with occurred_at in [p_from, p_to) from tally.model_prices, for the values Tally computed (never a cost the caller gave), and in the same transaction rebuilds exactly the hourly, daily and monthly buckets the changed events were counted in, so the aggregates and live views stay exact (rollups wait meanwhile). Returns {repriced: n events changed, from, to, rebuilt_buckets: {hourly, daily, monthly}}. Needs READ COMMITTED. Service callers only.';
 
 --
 -- Name: revoke_api_key(uuid); Type: FUNCTION; Schema: tally; Owner: -
@@ -3740,7 +3960,8 @@ CREATE TABLE tally.idempotency_keys (
     account_id uuid NOT NULL,
     idempotency_key text NOT NULL,
     occurred_at timestamp with time zone NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    payload_fingerprint bigint
 );
 
 --
@@ -3748,6 +3969,12 @@ CREATE TABLE tally.idempotency_keys (
 --
 
 COMMENT ON TABLE tally.idempotency_keys IS 'Idempotency keys seen per account in the retention window (setting ingest.idempotency_retention), with the occurred_at of the event that claimed each one. Claimed in the same transaction as that event; purged by tally.purge_idempotency_keys().';
+
+--
+-- Name: COLUMN idempotency_keys.payload_fingerprint; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.idempotency_keys.payload_fingerprint IS 'Hash of the canonical validated payload of the event that claimed the key (NULL for keys claimed before payloads were compared): a retry with another hash is an idempotency_conflict.';
 
 --
 -- Name: job_runs; Type: TABLE; Schema: tally; Owner: -
@@ -5816,6 +6043,12 @@ REVOKE ALL ON FUNCTION tally._setting_interval(p_name text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tally._token_cost(p_tokens_in bigint, p_tokens_out bigint, p_input_usd_per_mtok numeric, p_output_usd_per_mtok numeric) FROM PUBLIC;
 
 --
+-- Name: FUNCTION _truncate_empty_default_partition(); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._truncate_empty_default_partition() FROM PUBLIC;
+
+--
 -- Name: FUNCTION _usage_metrics(p_requests bigint, p_successful bigint, p_failed bigint, p_cached bigint, p_files numeric, p_bytes numeric, p_tokens_in numeric, p_tokens_out numeric, p_cost_usd numeric, p_potential_cost_usd numeric, p_quantity numeric, p_latency_count bigint, p_latency_sum numeric, p_latency_max integer, p_latency_hist bigint[]); Type: ACL; Schema: tally; Owner: -
 --
 
@@ -5871,6 +6104,13 @@ GRANT ALL ON FUNCTION tally.detach_meter(p_table regclass) TO service_role;
 
 REVOKE ALL ON FUNCTION tally.ensure_partitions(p_months_ahead integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION tally.ensure_partitions(p_months_ahead integer) TO service_role;
+
+--
+-- Name: FUNCTION ensure_partitions_for(p_from timestamp with time zone, p_to timestamp with time zone); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally.ensure_partitions_for(p_from timestamp with time zone, p_to timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION tally.ensure_partitions_for(p_from timestamp with time zone, p_to timestamp with time zone) TO service_role;
 
 --
 -- Name: TABLE events; Type: ACL; Schema: tally; Owner: -

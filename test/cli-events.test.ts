@@ -49,6 +49,7 @@ describe('tally events record', () => {
     expect(JSON.parse(strict.stdout)).toEqual({
       accepted: 1,
       duplicates: 0,
+      conflicts: [],
       rejected: [
         { index: 1, code: 'out_of_range', message: 'status_code: must be an integer from 100 to 599' },
         { index: 2, code: 'unknown_field', message: 'token_in: unknown field' },
@@ -65,7 +66,7 @@ describe('tally events record', () => {
     ]);
     const result = await runCli(['events', 'record', '-', '--json'], env, input);
     expect(result.code).toBe(0);
-    expect(JSON.parse(result.stdout)).toEqual({ accepted: 2, duplicates: 0, rejected: [] });
+    expect(JSON.parse(result.stdout)).toEqual({ accepted: 2, duplicates: 0, conflicts: [], rejected: [] });
     expect(await count("select count(*) as n from tally.events where account_id = $1 and idempotency_key like 'stdin-%'", [account])).toBe(2);
   });
 
@@ -77,7 +78,7 @@ describe('tally events record', () => {
     ]);
     const result = await runCli(['events', 'record', '--account', account, batch, '--json'], env);
     expect(result.code).toBe(0);
-    expect(JSON.parse(result.stdout)).toEqual({ accepted: 2, duplicates: 0, rejected: [] });
+    expect(JSON.parse(result.stdout)).toEqual({ accepted: 2, duplicates: 0, conflicts: [], rejected: [] });
     const { rows } = await db.pool.query("select idempotency_key, account_id from tally.events where idempotency_key like 'acct-%' order by 1");
     expect(rows).toEqual([{ idempotency_key: 'acct-1', account_id: account }, { idempotency_key: 'acct-2', account_id: other }]);
 

@@ -125,10 +125,14 @@ describe('events', () => {
       { accountId: account.id, eventType: 'api_call', statusCode: 700 },
       { accountId: account.id, eventType: 'api_call', idempotencyKey: key },
       { accountId: randomUUID(), eventType: 'api_call' },
+      { accountId: account.id, eventType: 'api_call', statusCode: 200, latencyMs: 12.4, idempotencyKey: key },
     ]);
+    const { rows: stored } = await db.pool.query('select id::text from tally.events where account_id = $1', [account.id]);
     expect(result).toEqual({
       accepted: 1,
       duplicates: 1,
+      // the key again with another payload: not a duplicate, a conflict naming the kept event
+      conflicts: [{ index: 2, code: 'idempotency_conflict', message: expect.stringContaining(`event ${stored[0].id}`), eventId: stored[0].id }],
       rejected: [
         { index: 1, code: 'out_of_range', message: expect.stringMatching(/^status_code:/) },
         { index: 3, code: 'account_not_found', message: expect.any(String) },
@@ -146,6 +150,12 @@ describe('events', () => {
     expect(await tally.recordEvent({ accountId: account.id, eventType: 'upload', bytes: 10, idempotencyKey: 'once' })).toEqual({
       eventId: first.eventId,
       duplicate: true,
+      conflict: false,
+    });
+    expect(await tally.recordEvent({ accountId: account.id, eventType: 'upload', bytes: 11, idempotencyKey: 'once' })).toEqual({
+      eventId: first.eventId,
+      duplicate: true,
+      conflict: true,
     });
 
     await expect(tally.recordEvent({ accountId: account.id, eventType: 'x', tokensIn: '-1' as string })).rejects.toBeInstanceOf(InvalidInputError);
@@ -191,11 +201,11 @@ describe('events', () => {
       source,
       firstIndex: 2,
       events: [
-        { accountId: account.id, eventType: 'row', occurredAt: '2024-01-15T10:00:00Z' },
+        { accountId: account.id, eventType: 'row', occurredAt: new Date(Date.now() - 30 * 86_400_000).toISOString() },
         { accountId: account.id, eventType: 'row', occurredAt: 'yesterday' },
       ],
     });
-    expect(result).toEqual({ accepted: 1, duplicates: 0, rejected: [{ index: 3, code: 'invalid_value', message: expect.stringMatching(/^occurred_at:/) }] });
+    expect(result).toEqual({ accepted: 1, duplicates: 0, conflicts: [], rejected: [{ index: 3, code: 'invalid_value', message: expect.stringMatching(/^occurred_at:/) }] });
     const { rows } = await db.pool.query('select item_index, code from tally.rejected_events where source = $1', [`import:${source}`]);
     expect(rows).toEqual([{ item_index: '3', code: 'invalid_value' }]);
   });

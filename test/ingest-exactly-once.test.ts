@@ -6,7 +6,7 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
-import { createAccount, recordEvent, recordEvents, recordEventsOn, recordEventRow, setSetting } from './helpers/ledger.ts';
+import { createAccount, DAY, recordEvent, recordEvents, recordEventsOn, recordEventRow, setSetting } from './helpers/ledger.ts';
 import { as, createUser, service, user } from './helpers/personas.ts';
 import { eventually } from './helpers/wait.ts';
 
@@ -79,7 +79,17 @@ describe('idempotency keys', () => {
       { account_id: a, event_type: 'after-bad', idempotency_key: 'k2', quantity: 4 },
       { account_id: a, event_type: 'third', idempotency_key: 'k1', quantity: 5 },
     ]);
-    expect(result).toEqual({ accepted: 3, duplicates: 2, rejected: [{ index: 3, code: 'out_of_range', message: expect.stringMatching(/files/) }] });
+    // the later items of k1 carry other payloads: conflicts, reported with the kept event
+    const firstId = (await db.pool.query("select id::text from tally.events where account_id = $1 and idempotency_key = 'k1'", [a])).rows[0].id;
+    expect(result).toEqual({
+      accepted: 3,
+      duplicates: 0,
+      conflicts: [
+        expect.objectContaining({ index: 1, code: 'idempotency_conflict', event_id: firstId }),
+        expect.objectContaining({ index: 5, code: 'idempotency_conflict', event_id: firstId }),
+      ],
+      rejected: [{ index: 3, code: 'out_of_range', message: expect.stringMatching(/files/) }],
+    });
     expect(await eventsOf(a)).toEqual([
       { key: 'k1', quantity: '1.000000000000', event_type: 'first' },
       { key: 'k2', quantity: '4.000000000000', event_type: 'after-bad' },
@@ -91,14 +101,24 @@ describe('idempotency keys', () => {
     const account = await createAccount(db.pool, 'Single');
     const first = await recordEvent(db.pool, { account_id: account, event_type: 'x', idempotency_key: 'one' });
     expect(first.duplicate).toBe(false);
-    expect(await recordEvent(db.pool, { account_id: account, event_type: 'x', idempotency_key: 'one', quantity: 9 })).toEqual({
+    expect(await recordEvent(db.pool, { account_id: account, event_type: 'x', idempotency_key: 'one' })).toEqual({
       event_id: first.event_id,
       duplicate: true,
     });
+    // the same key with another payload: still the original event, flagged as a conflict
+    expect(await recordEvent(db.pool, { account_id: account, event_type: 'x', idempotency_key: 'one', quantity: 9 })).toEqual({
+      event_id: first.event_id,
+      duplicate: true,
+      conflict: true,
+    });
     expect(await recordEvents(db.pool, [{ account_id: account, event_type: 'x', idempotency_key: 'one' }])).toMatchObject({ accepted: 0, duplicates: 1 });
 
-    await recordEvents(db.pool, [{ account_id: account, event_type: 'y', idempotency_key: 'two', occurred_at: '2021-03-04T05:06:07.000008Z' }]);
-    const again = await recordEvent(db.pool, { account_id: account, event_type: 'y', idempotency_key: 'two' });
+    // a microsecond timestamp, sent again in another offset: the same instant, so the same payload
+    const at = new Date(Date.now() - 30 * DAY);
+    const twoUtc = at.toISOString().replace('Z', '008Z');
+    const twoAt = new Date(at.getTime() + 2 * 3_600_000).toISOString().replace('Z', '008+02:00');
+    await recordEvents(db.pool, [{ account_id: account, event_type: 'y', idempotency_key: 'two', occurred_at: twoUtc }]);
+    const again = await recordEvent(db.pool, { account_id: account, event_type: 'y', idempotency_key: 'two', occurred_at: twoAt });
     const { rows } = await db.pool.query("select id::text from tally.events where account_id = $1 and idempotency_key = 'two'", [account]);
     expect(again).toEqual({ event_id: rows[0].id, duplicate: true });
     expect(await eventsOf(account)).toHaveLength(2);
@@ -247,7 +267,7 @@ describe('a key claimed by a transaction still open', () => {
     const item = { account_id: account, event_type: 'held', idempotency_key: 'held-1', quantity: 1 };
     const { holder, pid } = await holdKey(item);
     try {
-      const writer = startWriter((c) => recordEventsOn(c, [{ ...item, quantity: 2 }, { account_id: account, event_type: 'free', idempotency_key: 'free-1' }]));
+      const writer = startWriter((c) => recordEventsOn(c, [item, { account_id: account, event_type: 'free', idempotency_key: 'free-1' }]));
       await blockedBy(await writer.pid, pid);
       await holder.query('commit');
       expect(await writer.done).toEqual({ accepted: 1, duplicates: 1, rejected: [] });
@@ -283,7 +303,7 @@ describe('a key claimed by a transaction still open', () => {
     const item = { account_id: account, event_type: 'held', idempotency_key: 'held-3', quantity: 1 };
     const { holder, pid } = await holdKey(item);
     try {
-      const writer = startWriter((c) => recordEventsOn(c, [{ ...item, quantity: 2 }, { ...item, quantity: 3 }]));
+      const writer = startWriter((c) => recordEventsOn(c, [{ ...item, quantity: 2 }, { ...item, quantity: 2 }]));
       await blockedBy(await writer.pid, pid);
       await holder.query('rollback');
       expect(await writer.done).toEqual({ accepted: 1, duplicates: 1, rejected: [] });

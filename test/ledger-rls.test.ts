@@ -136,7 +136,7 @@ describe('writing the ledger', () => {
   });
 
   it('services execute the ingestion functions', async () => {
-    expect(await read(service, "select tally.record_events('[]'::jsonb) as r")).toEqual([{ r: { accepted: 0, duplicates: 0, rejected: [] } }]);
+    expect(await read(service, "select tally.record_events('[]'::jsonb) as r")).toEqual([{ r: { accepted: 0, duplicates: 0, conflicts: [], rejected: [] } }]);
   });
 });
 

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
-import { createAccount, recordEvents } from './helpers/ledger.ts';
+import { createAccount, recordEvents, setSetting } from './helpers/ledger.ts';
 import { as, service } from './helpers/personas.ts';
 
 let db: TestDatabase;
@@ -21,12 +21,16 @@ const call = async (sql: string, params: unknown[] = []) => (await as(db.pool, s
 describe('apply_retention', () => {
   it('drops old partitions once folded, trims hourly, daily and dead letters, keeps monthly rows', async () => {
     const account = await createAccount(db.pool, 'Old');
+    // events past retention are refused at ingest: these arrive while retention is longer
+    // (as when the setting is lowered later)
+    await setSetting(db.pool, 'retention.events', '100 years');
     await recordEvents(db.pool, [
       { account_id: account, event_type: 'old', occurred_at: '2019-05-10T10:00:00Z', idempotency_key: 'old-1' },
       { account_id: account, event_type: 'old', occurred_at: '2019-06-10T10:00:00Z' },
       { account_id: account, event_type: 'new' },
       { account_id: account, event_type: 'bad', status_code: 1 },
     ]);
+    await setSetting(db.pool, 'retention.events', null);
     await call('select tally.ensure_partitions()');
     const { rows: oldIds } = await db.pool.query("select id::text from tally.events where idempotency_key = 'old-1'");
     // a dead letter from long ago

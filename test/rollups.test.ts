@@ -13,6 +13,8 @@ import { eventually } from './helpers/wait.ts';
 let db: TestDatabase;
 beforeAll(async () => {
   db = await migratedDatabase();
+  // these tests use dates from long ago; events older than retention.events are refused at ingest
+  await setSetting(db.pool, 'retention.events', '100 years');
 });
 afterAll(async () => {
   await db?.drop();

@@ -137,15 +137,21 @@ describe('UsageTracker', () => {
     const accountId = await newAccount();
     const tracker = new UsageTracker(tally, { batchSize: 500, flushIntervalMs: 20 });
     let someKey = '';
+    const at = new Date();
     for (let i = 0; i < 5000; i++) {
-      // the first 100 events reuse 50 keys: the app's own duplicates
-      const key = tracker.track({ accountId, eventType: 'api_call', statusCode: 200, latencyMs: i % 97, idempotencyKey: i < 100 ? `dup-${i % 50}` : undefined });
+      // the first 100 events reuse 50 keys: the app's own duplicates (the same event twice;
+      // a key reused with another payload would be a conflict)
+      const key = tracker.track(
+        i < 100
+          ? { accountId, eventType: 'api_call', statusCode: 200, latencyMs: i % 50, occurredAt: at, idempotencyKey: `dup-${i % 50}` }
+          : { accountId, eventType: 'api_call', statusCode: 200, latencyMs: i % 97 },
+      );
       if (i === 4000) someKey = key;
       if (i % 700 === 0) await sleep(1);
     }
     const stats = await tracker.close();
     expect(stats).toMatchObject({
-      tracked: 5000, queued: 0, inFlight: 0, sent: 5000, accepted: 4950, duplicates: 50, rejected: 0, dropped: 0, failed: 0, failedBatches: 0,
+      tracked: 5000, queued: 0, inFlight: 0, sent: 5000, accepted: 4950, duplicates: 50, conflicts: 0, rejected: 0, dropped: 0, failed: 0, failedBatches: 0,
     });
     expect(await ledger(accountId)).toEqual({ rows: 4950, keys: 4950 });
     // track() returned the key it assigned, and the event carries it

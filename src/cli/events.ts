@@ -52,8 +52,8 @@ export function registerEvents(program: Command): void {
     .description('record one event (a JSON object) or a batch (a JSON array) with tally.record_events')
     .argument('<json>', 'the event(s) as JSON, snake_case fields as in record_events; - reads them from stdin')
     .option('--account <id>', 'account_id of the items that name neither account_id nor api_key_id')
-    .option('--json', 'print the result as JSON: {accepted, duplicates, rejected: [{index, code, message}]}')
-    .option('--strict', 'exit 1 (events_rejected) when any item was refused')
+    .option('--json', 'print the result as JSON: {accepted, duplicates, conflicts: [{index, code, message, eventId}], rejected: [{index, code, message}]}')
+    .option('--strict', 'exit 1 (events_rejected) when any item was refused or conflicted')
     .addHelpText(
       'after',
       '\nExamples:\n' +
@@ -61,7 +61,8 @@ export function registerEvents(program: Command): void {
         `  tally events record '[{"api_key_id": "…", "event_type": "llm_call", "provider": "openai", "model": "gpt-4o", "tokens_in": 1200, "tokens_out": 340}]'\n` +
         '  jq -c . batch.json | tally events record -\n\n' +
         'Valid items are stored even when siblings are refused; every refused item is kept in\n' +
-        'tally.rejected_events (source record_events) with its code. An idempotency_key makes a retry a duplicate.\n' +
+        'tally.rejected_events (source record_events) with its code. An idempotency_key makes a retry a duplicate;\n' +
+        'the same key with a different payload is a conflict (not stored, the first event is kept).\n' +
         'Exit codes: 0 recorded (refusals included, unless --strict), 1 failed, 2 bad usage (not JSON, not an object or array).',
     )
     .action(async (argument: string, raw) => {
@@ -71,13 +72,16 @@ export function registerEvents(program: Command): void {
       if (options.json) {
         process.stdout.write(JSON.stringify(result, null, 2) + '\n');
       } else {
-        const lines = [`accepted ${result.accepted} · duplicates ${result.duplicates} · rejected ${result.rejected.length}`];
+        const conflicts = result.conflicts.length > 0 ? ` · conflicts ${result.conflicts.length}` : '';
+        const lines = [`accepted ${result.accepted} · duplicates ${result.duplicates}${conflicts} · rejected ${result.rejected.length}`];
+        for (const c of result.conflicts) lines.push(`  [${c.index}] ${c.code}: ${c.message}`);
         for (const r of result.rejected) lines.push(`  [${r.index}] ${r.code}: ${r.message}`);
-        if (result.rejected.length > 0) lines.push('refused items are kept in tally.rejected_events (source record_events)');
+        if (result.rejected.length + result.conflicts.length > 0) lines.push('refused items are kept in tally.rejected_events (source record_events)');
         process.stdout.write(lines.join('\n') + '\n');
       }
-      if (options.strict && result.rejected.length > 0) {
-        throw new TallyError('events_rejected', `${result.rejected.length} of ${items.length} item(s) refused`);
+      if (options.strict && result.rejected.length + result.conflicts.length > 0) {
+        const conflicts = result.conflicts.length > 0 ? ` (${result.conflicts.length} of them idempotency conflicts)` : '';
+        throw new TallyError('events_rejected', `${result.rejected.length + result.conflicts.length} of ${items.length} item(s) refused${conflicts}`);
       }
     });
 }

@@ -45,12 +45,19 @@ How it works:
   validated and stored by tally.import_events in one transaction, on one of --jobs
   sessions (while one session validates a chunk, the next chunk is loaded on another).
   Each chunk commits on its own, so an interrupted import keeps the chunks it finished.
+  A chunk also commits when the input has kept the import waiting, in all, for
+  --commit-interval (default 1000 ms) with rows staged: rows piped in slowly are stored
+  as they come.
+  Before a chunk is stored, the monthly partitions its rows need are created, so history
+  goes straight to its partition (not to the default one).
 
 Idempotency:
   Rows with an idempotency_key are stored once per account (within the setting
   ingest.idempotency_retention, default 7 days): running the same import again (after a
-  crash, Ctrl-C or a fix) reports them as duplicates and stores nothing twice. Rows
-  without a key are stored again by every run (the summary counts them).
+  crash, Ctrl-C or a fix) reports them as duplicates and stores nothing twice. A row whose
+  key is already stored with a different payload is a conflict: not stored (the first
+  event is kept), counted apart and kept in tally.rejected_events as idempotency_conflict.
+  Rows without a key are stored again by every run (the summary counts them).
 
 Rejected rows:
   Kept in tally.rejected_events with source 'import:<label>' and item_index = the line
@@ -60,8 +67,9 @@ Rejected rows:
     where source = 'import:<label>' order by item_index;
 
 Output:
-  A summary on stdout (--json for machine output): rows, accepted, duplicates, rejected
-  (the first ten with line, code and message), elapsed time and rows/s. Progress goes to
+  A summary on stdout (--json for machine output): rows, accepted, duplicates, conflicts,
+  rejected (the first ten with line, code and message), the lines read but not stored
+  when the import stopped early, elapsed time and rows/s. Progress goes to
   stderr: a bar on a terminal, a line every 10 s otherwise.
 
 Exit codes: 0 done (even with rejected rows, unless --strict), 1 failed or stopped by
@@ -118,7 +126,7 @@ export function importProgressDisplay(stream: NodeJS.WriteStream, intervalMs = 1
       if (p.elapsedMs - last < intervalMs) return;
       last = p.elapsedMs;
       const read = p.totalBytes ? `${megabytes(p.bytesRead)} of ${megabytes(p.totalBytes)} (${Math.floor((p.bytesRead / p.totalBytes) * 100)}%)` : `${megabytes(p.bytesRead)}`;
-      stream.write(`tally: import: ${read} read, ${count(p.rows)} rows (${count(p.accepted)} accepted, ${count(p.duplicates)} duplicates, ${count(p.rejected)} rejected), ${count(perSecond(p.rows, p.elapsedMs))} rows/s\n`);
+      stream.write(`tally: import: ${read} read, ${count(p.rows)} rows (${count(p.accepted)} accepted, ${count(p.duplicates)} duplicates, ${p.conflicts > 0 ? `${count(p.conflicts)} conflicts, ` : ''}${count(p.rejected)} rejected), ${count(perSecond(p.rows, p.elapsedMs))} rows/s\n`);
     },
     stop() {},
   };
@@ -126,15 +134,20 @@ export function importProgressDisplay(stream: NodeJS.WriteStream, intervalMs = 1
 
 /** The human summary printed on stdout. */
 export function formatImportSummary(s: ImportSummary): string {
-  const width = Math.max(...[s.accepted, s.duplicates, s.rejected].map((n) => count(n).length));
+  const width = Math.max(...[s.accepted, s.duplicates, s.conflicts, s.rejected, s.notStored].map((n) => count(n).length));
   const line = (label: string, n: number, note = '') => `  ${label.padEnd(11)}${count(n).padStart(width)}${note ? `  ${note}` : ''}`;
   const out = [
     `${s.complete ? 'imported' : 'stopped importing'} ${s.file === '-' ? 'stdin' : s.file} (${s.format}) in ${(s.elapsedMs / 1000).toFixed(1)} s: ` +
       `${count(s.rows)} rows, ${count(s.rowsPerSecond)} rows/s${s.skipped > 0 ? ` (${count(s.skipped)} blank ${s.format === 'csv' ? 'rows' : 'lines'} skipped)` : ''}`,
     line('accepted', s.accepted),
     line('duplicates', s.duplicates, s.duplicates > 0 ? 'idempotency key already stored (or repeated in the file)' : ''),
-    line('rejected', s.rejected, s.rejected > 0 ? `kept in tally.rejected_events, source '${s.source}'` : ''),
   ];
+  if (s.conflicts > 0) {
+    out.push(line('conflicts', s.conflicts, `idempotency key already stored with a different payload: not stored; kept in tally.rejected_events, source '${s.source}'`));
+    for (const c of s.firstConflicts) out.push(`    ${s.format === 'csv' ? 'row' : 'line'} ${c.line}: ${c.code}: ${c.message}`);
+    if (s.conflicts > s.firstConflicts.length) out.push(`    … and ${count(s.conflicts - s.firstConflicts.length)} more`);
+  }
+  out.push(line('rejected', s.rejected, s.rejected > 0 ? `kept in tally.rejected_events, source '${s.source}'` : ''));
   if (s.rejected > 0) {
     for (const r of s.firstRejections) out.push(`    ${s.format === 'csv' ? 'row' : 'line'} ${r.line}: ${r.code}: ${r.message}`);
     if (s.rejected > s.firstRejections.length) out.push(`    … and ${count(s.rejected - s.firstRejections.length)} more`);
@@ -142,6 +155,9 @@ export function formatImportSummary(s: ImportSummary): string {
   }
   if (s.withoutKey > 0) {
     out.push(`  note: ${count(s.withoutKey)} rows had no idempotency_key; importing this file again would store them again`);
+  }
+  if (s.notStored > 0) {
+    out.push(line('not stored', s.notStored, `${s.format === 'csv' ? 'rows' : 'lines'} read but not stored: their chunk had not committed when the import stopped`));
   }
   if (!s.complete) out.push('  stopped early: run the same command again to import the rest (rows with an idempotency_key are not stored twice)');
   return out.join('\n');
@@ -154,6 +170,12 @@ const importOptions = z.strictObject({
     .regex(/^\d+$/, 'must be a whole number of rows')
     .transform(Number)
     .pipe(z.number().min(1, 'must be at least 1 row').max(100_000, 'must be at most 100000 rows'))
+    .optional(),
+  commitInterval: z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number of milliseconds')
+    .transform(Number)
+    .pipe(z.number().min(1, 'must be at least 1 ms').max(3_600_000, 'must be at most 3600000 ms'))
     .optional(),
   jobs: z
     .string()
@@ -174,6 +196,7 @@ export function registerImport(program: Command): void {
     .argument('<file>', 'the file to import, or - to read stdin')
     .addOption(new Option('--format <format>', 'ndjson or csv (default: from the file extension, else from the first byte)'))
     .option('--chunk-size <rows>', 'rows per transaction (default 10000, at most the setting ingest.max_batch)')
+    .option('--commit-interval <ms>', 'commit the staged rows once the input has kept them waiting this long in all (default 1000)')
     .option('--jobs <n>', 'database sessions validating chunks at once (default 2)')
     .option('--source <label>', "label of this run in tally.rejected_events (default '<file name>@<UTC time>-<4 hex>')")
     .option('--json', 'print the summary as JSON')
@@ -208,6 +231,7 @@ async function runImport(db: ResolvedDatabase, file: string, options: z.infer<ty
           path: file,
           format: options.format,
           chunkSize: options.chunkSize,
+          commitIntervalMs: options.commitInterval,
           jobs: options.jobs,
           source: options.source,
           signal,

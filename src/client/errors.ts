@@ -126,7 +126,7 @@ type ErrorClass = new (code: string, message: string, init?: DatabaseErrorInit) 
 /** The codes record_event raises for one bad event (the same codes record_events reports per item). */
 export const EVENT_CODES = [
   'invalid_event', 'unknown_field', 'invalid_type', 'invalid_value', 'out_of_range', 'too_long', 'too_large',
-  'missing_field', 'missing_tenant', 'future_timestamp', 'account_mismatch',
+  'missing_field', 'missing_tenant', 'future_timestamp', 'account_mismatch', 'unpriced_model',
 ] as const;
 
 interface Rule {
@@ -167,6 +167,8 @@ export const ERROR_CODES: Readonly<Record<string, { sqlstate: string; error: Err
   rollups_mismatch: { sqlstate: 'P0001', error: DatabaseError },
   ...Object.fromEntries(EVENT_CODES.map((code) => [code, { sqlstate: '22023', error: InvalidEventError }])),
   meter_mapping_broken: { sqlstate: '22023', error: InvalidEventError },
+  // recorded (result conflicts, rejected_events), never raised
+  idempotency_conflict: { sqlstate: '23505', error: ConflictError },
 };
 
 /**

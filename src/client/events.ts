@@ -158,14 +158,20 @@ export function eventsApi(q: Queryable) {
       return recordEventsJson(q, JSON.stringify(parsed.map(toWireEvent)));
     },
 
-    /** Records one event, raising (InvalidEventError, ApiKeyError, NotFoundError) if it is invalid. Returns the event id as a decimal string. */
-    async recordEvent(event: UsageEvent): Promise<{ eventId: string; duplicate: boolean }> {
+    /**
+     * Records one event, raising (InvalidEventError, ApiKeyError, NotFoundError) if it is invalid. Returns the event id as a
+     * decimal string. For a key already used, the stored event's id with `duplicate: true`; `conflict: true` as well when
+     * that event's payload differs from this one (this one is not stored, and is kept in tally.rejected_events).
+     */
+    async recordEvent(event: UsageEvent): Promise<{ eventId: string; duplicate: boolean; conflict: boolean }> {
       const parsed = parseInput('recordEvent', usageEventInput, event);
       return callRow(
         q,
         'record_event',
         [['p_event', JSON.stringify(toWireEvent(parsed)), 'jsonb']],
-        z.object({ event_id: bigintId, duplicate: z.boolean() }).transform((r) => ({ eventId: r.event_id, duplicate: r.duplicate })),
+        z
+          .object({ event_id: bigintId, duplicate: z.boolean(), conflict: z.boolean() })
+          .transform((r) => ({ eventId: r.event_id, duplicate: r.duplicate, conflict: r.conflict })),
       );
     },
 

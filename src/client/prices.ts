@@ -22,7 +22,15 @@ const priceRow = z
   }));
 export type ModelPrice = z.output<typeof priceRow>;
 
-const repriceResult = z.object({ repriced: count, from: timestamp, to: timestamp });
+/** repriced: events whose cost changed; rebuiltBuckets: the aggregate buckets rebuilt with them, in the same transaction. */
+const repriceResult = z
+  .object({
+    repriced: count,
+    from: timestamp,
+    to: timestamp,
+    rebuilt_buckets: z.object({ hourly: count, daily: count, monthly: count }),
+  })
+  .transform((r) => ({ repriced: r.repriced, from: r.from, to: r.to, rebuiltBuckets: r.rebuilt_buckets }));
 export type RepriceResult = z.output<typeof repriceResult>;
 
 const setPriceInput = z.strictObject({
@@ -53,7 +61,10 @@ export function pricesApi(q: Queryable) {
       );
     },
 
-    /** Recomputes the costs Tally computed for events in [from, to) from the current price table. */
+    /**
+     * Recomputes the costs Tally computed for events in [from, to) from the current price table, and rebuilds the rollup
+     * buckets those events were counted in (same transaction), so aggregates and live views stay exact.
+     */
     async reprice(input: z.input<typeof repriceInput>): Promise<RepriceResult> {
       const p = parseInput('reprice', repriceInput, input);
       return callValue(

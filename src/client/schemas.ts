@@ -59,11 +59,28 @@ export const timestamp = z.union([z.date(), z.string().min(1)]).transform((v, ct
 export const role = z.enum(['owner', 'admin', 'member', 'viewer']);
 export type Role = z.infer<typeof role>;
 
-/** {accepted, duplicates, rejected: [{index, code, message}]} from record_events / import_events. */
-export const ingestResult = z.object({
-  accepted: count,
-  duplicates: count,
-  rejected: z.array(z.object({ index: count, code: z.string(), message: z.string() })),
-});
+/**
+ * {accepted, duplicates, conflicts, rejected} from record_events / import_events. Every item
+ * is in exactly one of them: stored, a duplicate (its idempotency key was already used with
+ * the same payload), a conflict (the key was already used with a different payload: the
+ * first event is kept, `eventId`, and this item is not stored), or refused.
+ */
+export const ingestResult = z
+  .object({
+    accepted: count,
+    duplicates: count,
+    conflicts: z
+      .array(z.object({ index: count, code: z.string(), message: z.string(), event_id: bigintId.nullable() }))
+      .default([]),
+    rejected: z.array(z.object({ index: count, code: z.string(), message: z.string() })),
+  })
+  .transform((r) => ({
+    accepted: r.accepted,
+    duplicates: r.duplicates,
+    conflicts: r.conflicts.map((c) => ({ index: c.index, code: c.code, message: c.message, eventId: c.event_id })),
+    rejected: r.rejected,
+  }));
 export type IngestResult = z.output<typeof ingestResult>;
 export type Rejection = IngestResult['rejected'][number];
+/** An item whose idempotency key was already used with a different payload; `eventId` is the stored event (null if it is gone). */
+export type IdempotencyConflict = IngestResult['conflicts'][number];

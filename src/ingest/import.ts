@@ -5,7 +5,12 @@
  * rows never travel back through Node. Validation is CPU-bound in the database, so chunks
  * alternate between a few sessions (`jobs`): one validates while the next one loads.
  * Every chunk commits on its own: an import that is killed keeps its finished chunks, and
- * a re-run skips the rows whose idempotency key is already stored.
+ * a re-run skips the rows whose idempotency key is already stored. A chunk is committed
+ * when it holds chunkSize rows, at the end of the input, and also once the import has
+ * waited commitIntervalMs in all for input while it held rows (a slow pipe is stored as
+ * it comes, not at 10,000 rows). Before a chunk is stored, the monthly partitions its rows
+ * need are created (tally.ensure_partitions_for), so history does not wait in the default
+ * partition.
  *
  * Row numbers: item_index in tally.rejected_events is the line number of the row. NDJSON:
  * the physical line (1-based; blank lines are skipped but counted). CSV: the row number a
@@ -40,6 +45,8 @@ export const DEFAULT_CHUNK_SIZE = 10_000;
 /** Sessions validating chunks at once by default: validation is CPU-bound in the database,
  * so a second session keeps a second core busy while the first one's chunk is checked. */
 export const DEFAULT_JOBS = 2;
+/** How long staged rows may wait for more input before they are committed, by default. */
+export const DEFAULT_COMMIT_INTERVAL_MS = 1000;
 
 export interface ImportProgress {
   /** Bytes of the input read so far, and the input's size when known (a file). */
@@ -49,6 +56,7 @@ export interface ImportProgress {
   rows: number;
   accepted: number;
   duplicates: number;
+  conflicts: number;
   rejected: number;
   elapsedMs: number;
 }
@@ -67,16 +75,25 @@ export interface ImportSummary {
   /** tally.rejected_events.source of this run's rejected rows: 'import:<label>'. */
   source: string;
   rows: number;
-  /** Blank lines (NDJSON) or rows with every cell empty (CSV), skipped. */
+  /** Blank lines (NDJSON) or rows with every cell empty (CSV), skipped (in the chunks that were stored). */
   skipped: number;
   accepted: number;
-  /** Valid rows whose idempotency key was already stored (or repeated in the file). */
+  /** Valid rows whose idempotency key was already stored (or repeated in the file) with the same payload. */
   duplicates: number;
+  /** Rows whose idempotency key was already stored with a different payload: not stored (the first event is kept), kept in tally.rejected_events as idempotency_conflict. */
+  conflicts: number;
   rejected: number;
+  /**
+   * Lines (NDJSON) or rows (CSV), blank ones included, that were read but not stored because
+   * the import stopped or failed before their chunk committed; a re-run imports them.
+   */
+  notStored: number;
   /** Rows that are JSON objects without an idempotency_key: a re-run of the same file would store the valid ones again. */
   withoutKey: number;
   /** The first rejected rows (at most 10), in line order. */
   firstRejections: ImportRejection[];
+  /** The first conflicting rows (at most 10), in line order; the message names the stored event. */
+  firstConflicts: ImportRejection[];
   /** SQL that lists every rejected row of this run. */
   rejectedQuery: string;
   bytes: number;
@@ -99,6 +116,8 @@ export interface ImportOptions {
   format?: ImportFormat;
   /** Rows per chunk (one import_events call, one transaction); default 10,000, at most ingest.max_batch. */
   chunkSize?: number;
+  /** Commit the staged rows once the input has kept them waiting this long in all (default 1000 ms). */
+  commitIntervalMs?: number;
   /** Sessions validating chunks at once, taken from the pool (default 2, at most the pool's max); 1 with a client. */
   jobs?: number;
   /** Label of this run; rejected rows are kept under source 'import:<label>'. Default `<file name>@<UTC time>-<4 hex>`. */
@@ -147,6 +166,8 @@ const BAD_JSON_SQLSTATES = new Set(['22P02', '22P05', '54001']);
 interface Staging {
   create: string;
   copy: string;
+  /** Creates the partitions the staged rows' occurred_at need (none when the rows carry no occurred_at column). */
+  partitions: string | undefined;
   /** The chunk statement: $1 source label, $2 item_index of staged row 0 (rows are numbered from 1 per chunk). */
   chunk: (safe: boolean) => string;
 }
@@ -168,10 +189,33 @@ function chunkStatement(rows: string, item: string, bad: string, nonBlank: strin
     from runs r group by r.run`;
 }
 
+/**
+ * Creates the partitions of the chunk's date range (widened by a day each way: a date is
+ * written in its own UTC offset) before it is stored. Dates outside 1970-2999 are left
+ * out; an impossible one (2026-02-31) fails the cast, and that chunk simply gets none.
+ */
+function partitionsStatement(day: string): string {
+  return `
+    select tally.ensure_partitions_for(p_from => (d.lo::date - 1)::timestamptz, p_to => (d.hi::date + 2)::timestamptz) as r
+    from (select min(t.day) as lo, max(t.day) as hi
+          from (select ${day} collate "C" as day from ${STAGING} s) t
+          where t.day between '1970-01-01' and '2999-12-31') d
+    where d.lo is not null`;
+}
+
+/** Lock timeout, deadlock, an impossible date: creating partitions is an optimisation; the
+ * rows then go to the default partition as before (ensure_partitions moves them later). */
+const PARTITION_SKIP_SQLSTATES = new Set(['55P03', '40P01', '22007', '22008']);
+
 function ndjsonStaging(): Staging {
   return {
     create: `CREATE TEMP TABLE tally_import_rows (n bigint GENERATED ALWAYS AS IDENTITY, line text)`,
     copy: `COPY ${STAGING} (line) FROM STDIN WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')`,
+    // the date of occurred_at, read off the text without parsing the JSON or a regex over
+    // the line (cheap per row; a miss only means that row waits in the default partition)
+    partitions: partitionsStatement(
+      `case when strpos(s.line, '"occurred_at"') > 0 then left(ltrim(substr(s.line, strpos(s.line, '"occurred_at"') + 13, 40), e' \\t:"'), 10) end`,
+    ),
     chunk: (safe) =>
       chunkStatement(
         safe ? `s.n, s.line, ${TRY_JSONB}(s.line) as parsed` : 's.n, s.line',
@@ -199,6 +243,7 @@ function csvStaging(columns: string[]): Staging {
   return {
     create: `CREATE TEMP TABLE tally_import_rows (n bigint GENERATED ALWAYS AS IDENTITY, ${columns.map((c) => `${ident(c)} text`).join(', ')})`,
     copy: `COPY ${STAGING} (${columns.map(ident).join(', ')}) FROM STDIN WITH (FORMAT csv)`,
+    partitions: columns.includes('occurred_at') ? partitionsStatement(`left(btrim(${col('occurred_at')}), 10)`) : undefined,
     chunk: (safe) =>
       chunkStatement(
         safe && hasJson ? `s.n, ${all}, ${TRY_JSONB}(${cell(JSON_FIELD)}) as parsed` : `s.n, ${all}`,
@@ -213,6 +258,9 @@ const chunkResult = z.object({
   result: z.object({
     accepted: z.number().int(),
     duplicates: z.number().int(),
+    conflicts: z
+      .array(z.object({ index: z.union([z.number(), z.string()]).transform(Number), code: z.string(), message: z.string() }))
+      .default([]),
     rejected: z.array(z.object({ index: z.union([z.number(), z.string()]).transform(Number), code: z.string(), message: z.string() })),
   }),
   without_key: z.number().int(),
@@ -284,6 +332,9 @@ export async function importFile(options: ImportOptions): Promise<ImportSummary>
   if (options.chunkSize !== undefined && (!Number.isInteger(options.chunkSize) || options.chunkSize < 1)) {
     throw new UsageError(`chunk size: must be a whole number of at least 1 (got ${options.chunkSize})`);
   }
+  if (options.commitIntervalMs !== undefined && (!Number.isFinite(options.commitIntervalMs) || options.commitIntervalMs < 1)) {
+    throw new UsageError(`commit interval: must be a number of milliseconds, at least 1 (got ${options.commitIntervalMs})`);
+  }
   if (options.jobs !== undefined && (!Number.isInteger(options.jobs) || options.jobs < 1 || options.jobs > 16)) {
     throw new UsageError(`jobs: must be a whole number from 1 to 16 (got ${options.jobs})`);
   }
@@ -323,6 +374,8 @@ interface Session {
   busy?: Promise<void>;
   /** Records of the input before the chunk staged here (its rows are numbered from there). */
   chunkStart: number;
+  /** Records (blank ones included) in the chunk staged or being validated here. */
+  chunkRecords?: number;
 }
 
 /** Drops the session's temporary objects. */
@@ -346,8 +399,14 @@ class ImportRun {
   private readonly options: ImportOptions;
   private readonly label: string;
   private readonly started = performance.now();
-  private readonly totals = { rows: 0, records: 0, accepted: 0, duplicates: 0, rejected: 0, withoutKey: 0, bytes: 0 };
+  /** records: read and staged; storedRecords: those of the chunks that committed. */
+  private readonly totals = { rows: 0, records: 0, storedRecords: 0, accepted: 0, duplicates: 0, conflicts: 0, rejected: 0, withoutKey: 0, bytes: 0 };
   private readonly firstRejections: ImportRejection[] = [];
+  private readonly firstConflicts: ImportRejection[] = [];
+  /** Whether this role may call tally.ensure_partitions_for (an older schema has none). */
+  private createPartitions = false;
+  /** How long the import has waited for input while the current chunk held rows. */
+  private chunkWaitedMs = 0;
   private format: ImportFormat | undefined;
   private chunkSize = DEFAULT_CHUNK_SIZE;
   private staging: Staging | undefined;
@@ -378,6 +437,10 @@ class ImportRun {
     if (maxBatch !== undefined && this.chunkSize > maxBatch) {
       throw new UsageError(`chunk size: ${this.chunkSize} rows is more than the setting ingest.max_batch (${maxBatch}) allows per call`);
     }
+    const partitions = await client.query<{ ok: boolean }>(
+      `select coalesce(has_function_privilege(to_regprocedure('tally.ensure_partitions_for(timestamptz,timestamptz)'), 'EXECUTE'), false) as ok`,
+    );
+    this.createPartitions = partitions.rows[0]?.ok ?? false;
     try {
       await this.readAll();
       await this.settle();
@@ -396,9 +459,13 @@ class ImportRun {
     // an idle input (a quiet pipe) must not keep a stopped import waiting
     const onAbort = () => this.input.stream.destroy();
     signal?.addEventListener('abort', onAbort, { once: true });
+    const reader = (this.input.stream as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
     let carry: Buffer | undefined;
     try {
-      for await (const chunk of this.input.stream as AsyncIterable<Buffer | string>) {
+      for (;;) {
+        const step = await this.nextOrCommit(reader.next());
+        if (step.done) break;
+        const chunk = step.value;
         const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
         this.totals.bytes += buf.length;
         const data = carry ? Buffer.concat([carry, buf]) : buf;
@@ -416,6 +483,8 @@ class ImportRun {
       if (!(signal?.aborted && (err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE')) throw err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
+      // stopped before the end: release the input as for-await would
+      if (this.stopped || signal?.aborted) await reader.return?.(undefined)?.catch(() => undefined);
     }
     if (signal?.aborted) this.stopped = true;
     if (this.stopped) {
@@ -426,6 +495,30 @@ class ImportRun {
     }
     if (carry) await this.feed(Buffer.concat([carry, Buffer.of(NL)]));
     if (this.current) await this.dispatch();
+  }
+
+  /**
+   * Waits for the next piece of input; once the import has spent commitIntervalMs in all
+   * waiting for input while the current chunk holds rows, commits them. Time spent on the
+   * database (COPY backpressure, a busy session) does not count: a file that is read as
+   * fast as it is stored keeps its full chunks; a slow pipe is stored as it comes.
+   */
+  private async nextOrCommit<T>(next: Promise<T>): Promise<T> {
+    const interval = this.options.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS;
+    for (;;) {
+      if (!this.current || this.segmentRecords === 0 || this.stopped || this.options.signal?.aborted) return next;
+      const started = performance.now();
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), Math.max(interval - this.chunkWaitedMs, 1));
+      });
+      const winner = await Promise.race([next.then((value) => ({ value })), timeout]);
+      clearTimeout(timer);
+      this.chunkWaitedMs += performance.now() - started;
+      if (winner !== 'timeout') return winner.value;
+      if (this.options.signal?.aborted) return next;
+      await this.dispatch();
+    }
   }
 
   /** Starts staging once the format (and for CSV the header) is known; returns the rest. */
@@ -493,6 +586,7 @@ class ImportRun {
       session.chunkStart = this.totals.records;
       session.sink = new CopySink(session.client, this.staging!.copy);
       this.current = session;
+      this.chunkWaitedMs = 0;
     }
     try {
       await this.current.sink!.write(bytes);
@@ -506,6 +600,7 @@ class ImportRun {
   private async dispatch(): Promise<void> {
     const session = this.current!;
     this.current = undefined;
+    session.chunkRecords = this.segmentRecords;
     this.segmentRecords = 0;
     session.busy = this.runChunk(session).catch((err: unknown) => {
       this.failure ??= err;
@@ -530,6 +625,13 @@ class ImportRun {
       throw explainCopyError(err, this.format, session.chunkStart, this.firstIndexOffset);
     }
     const staging = this.staging!;
+    if (this.createPartitions && staging.partitions) {
+      try {
+        await session.client.query(staging.partitions);
+      } catch (err) {
+        if (!PARTITION_SKIP_SQLSTATES.has((err as { code?: string }).code ?? '')) throw err;
+      }
+    }
     const params = [this.label, session.chunkStart + this.firstIndexOffset];
     let rows: unknown[];
     try {
@@ -542,12 +644,14 @@ class ImportRun {
     }
     await session.client.query(`TRUNCATE ${STAGING} RESTART IDENTITY`);
     for (const raw of rows) this.count(chunkResult.parse(raw));
+    this.totals.storedRecords += session.chunkRecords ?? 0;
     this.options.onProgress?.({
       bytesRead: this.totals.bytes,
       totalBytes: this.input.totalBytes,
       rows: this.totals.rows,
       accepted: this.totals.accepted,
       duplicates: this.totals.duplicates,
+      conflicts: this.totals.conflicts,
       rejected: this.totals.rejected,
       elapsedMs: performance.now() - this.started,
     });
@@ -555,9 +659,12 @@ class ImportRun {
 
   private count(row: z.infer<typeof chunkResult>): void {
     const t = this.totals;
-    t.rows += row.result.accepted + row.result.duplicates + row.result.rejected.length;
+    t.rows += row.result.accepted + row.result.duplicates + row.result.conflicts.length + row.result.rejected.length;
     t.accepted += row.result.accepted;
     t.duplicates += row.result.duplicates;
+    t.conflicts += row.result.conflicts.length;
+    for (const c of row.result.conflicts) this.firstConflicts.push({ line: c.index, code: c.code, message: c.message });
+    this.firstConflicts.sort((a, b) => a.line - b.line).splice(MAX_REJECTIONS_KEPT);
     t.rejected += row.result.rejected.length;
     t.withoutKey += row.without_key;
     const bad = new Set(row.bad_lines);
@@ -577,12 +684,15 @@ class ImportRun {
       format: this.format ?? 'ndjson',
       source,
       rows: t.rows,
-      skipped: t.records - t.rows,
+      skipped: t.storedRecords - t.rows,
       accepted: t.accepted,
       duplicates: t.duplicates,
+      conflicts: t.conflicts,
       rejected: t.rejected,
+      notStored: t.records - t.storedRecords,
       withoutKey: t.withoutKey,
       firstRejections: this.firstRejections,
+      firstConflicts: this.firstConflicts,
       rejectedQuery: rejectedQuery(source),
       bytes: t.bytes,
       elapsedMs,

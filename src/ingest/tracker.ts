@@ -8,12 +8,15 @@
  * connection dies after the server committed but before the reply arrived, the retry's
  * events come back as duplicates of themselves and nothing is counted twice.
  *
- * Counters (stats()), with tracked = queued + inFlight + sent + rejected + dropped + failed:
+ * Counters (stats()), with tracked = queued + inFlight + sent + conflicts + rejected + dropped + failed:
  *   sent        events the ledger confirmed it holds: accepted + duplicates
  *   accepted    stored by the call that confirmed them
- *   duplicates  the ledger already had their idempotency key: either the app tracked the
- *               same key twice, or an earlier attempt of the same batch committed and its
- *               reply was lost (the two cannot be told apart from the reply)
+ *   duplicates  the ledger already had their idempotency key with the same payload: either the
+ *               app tracked the same event twice, or an earlier attempt of the same batch
+ *               committed and its reply was lost (the two cannot be told apart from the reply)
+ *   conflicts   the ledger already had their idempotency key with a different payload (the app
+ *               reused a key): the first event is kept, these are not stored; each is reported
+ *               to onRejected with code idempotency_conflict and kept in tally.rejected_events
  *   rejected    refused by the validator (each reported to onRejected, kept in tally.rejected_events)
  *               or unserialisable on the client (reported to onRejected only)
  *   dropped     never sent: queue overflow, or still queued when close() timed out (onDropped)
@@ -37,7 +40,7 @@ export type SentEvent = Record<string, unknown>;
 export interface TrackerRejection {
   /** The event as sent (snake_case); for one that could not be serialised, the object given to track(). */
   event: SentEvent;
-  /** The validator's stable code (out_of_range, account_not_found, ...). */
+  /** The validator's stable code (out_of_range, account_not_found, ...), or idempotency_conflict for a key reused with another payload. */
   code: string;
   message: string;
 }
@@ -61,6 +64,7 @@ export interface TrackerStats {
   sent: number;
   accepted: number;
   duplicates: number;
+  conflicts: number;
   rejected: number;
   dropped: number;
   failed: number;
@@ -176,7 +180,7 @@ export class UsageTracker {
   #closed = false;
   #closing: Promise<TrackerStats> | undefined;
 
-  readonly #counters = { tracked: 0, inFlight: 0, sent: 0, accepted: 0, duplicates: 0, rejected: 0, dropped: 0, failed: 0, retries: 0, batches: 0, failedBatches: 0 };
+  readonly #counters = { tracked: 0, inFlight: 0, sent: 0, accepted: 0, duplicates: 0, conflicts: 0, rejected: 0, dropped: 0, failed: 0, retries: 0, batches: 0, failedBatches: 0 };
 
   // reports coalesced per tick, so overload does not call back once per event
   #pendingRejections: TrackerRejection[] = [];
@@ -431,9 +435,10 @@ export class UsageTracker {
     this.#counters.accepted += result.accepted;
     this.#counters.duplicates += result.duplicates;
     this.#counters.sent += result.accepted + result.duplicates;
+    this.#counters.conflicts += result.conflicts.length;
     this.#counters.rejected += result.rejected.length;
-    if (result.rejected.length > 0) {
-      for (const r of result.rejected) {
+    if (result.rejected.length > 0 || result.conflicts.length > 0) {
+      for (const r of [...result.rejected, ...result.conflicts]) {
         const entry = part[r.index];
         this.#pendingRejections.push({ event: entry ? parseEvent(entry) : {}, code: r.code, message: r.message });
       }

@@ -12,12 +12,22 @@ export interface Queryable {
   query(text: string, values?: unknown[]): Promise<pg.QueryResult>;
 }
 
-export const ingestResult = z.strictObject({
-  accepted: z.number().int().nonnegative(),
-  duplicates: z.number().int().nonnegative(),
-  rejected: z.array(z.strictObject({ index: z.number().int(), code: z.string(), message: z.string() })),
-});
-export type IngestResult = z.infer<typeof ingestResult>;
+const conflict = z.strictObject({ index: z.number().int(), code: z.literal('idempotency_conflict'), message: z.string(), event_id: z.string().regex(/^\d+$/).nullable() });
+
+/**
+ * The ingestion result. `conflicts` (keys reused with another payload) is left out when it
+ * is empty, so a test that expects none reads as it did before conflicts were reported; a
+ * non-empty list is kept and fails such a test.
+ */
+export const ingestResult = z
+  .strictObject({
+    accepted: z.number().int().nonnegative(),
+    duplicates: z.number().int().nonnegative(),
+    conflicts: z.array(conflict),
+    rejected: z.array(z.strictObject({ index: z.number().int(), code: z.string(), message: z.string() })),
+  })
+  .transform(({ conflicts, ...rest }): typeof rest & { conflicts?: typeof conflicts } => (conflicts.length > 0 ? { ...rest, conflicts } : rest));
+export type IngestResult = z.output<typeof ingestResult>;
 
 /** The JSON text sent for `events` (undefined sends SQL NULL). */
 const asJson = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
@@ -32,7 +42,10 @@ export async function recordEventsOn(q: Queryable, events: unknown): Promise<Ing
 export const recordEvents = (pool: pg.Pool, events: unknown): Promise<IngestResult> =>
   as(pool, service, (c) => recordEventsOn(c, events));
 
-export const recordEventRow = z.strictObject({ event_id: z.string().regex(/^\d+$/), duplicate: z.boolean() });
+/** record_event's row; `conflict` is left out when false (see ingestResult). */
+export const recordEventRow = z
+  .strictObject({ event_id: z.string().regex(/^\d+$/), duplicate: z.boolean(), conflict: z.boolean() })
+  .transform(({ conflict, ...rest }) => (conflict ? { ...rest, conflict } : rest));
 
 /** tally.record_event as service_role: the one row it returns. */
 export async function recordEvent(pool: pg.Pool, event: unknown): Promise<z.infer<typeof recordEventRow>> {
