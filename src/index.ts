@@ -18,7 +18,7 @@ export {
   differingMetrics, type Grain, type RebuiltBuckets, type RecomputeRollupsResult, type RollupMismatch, type RollupStatusResult,
   type RunRollupsResult, type UnpricedModel, type UsageMetrics, type VoidEventsResult,
 } from './client/rollups.ts';
-export type { IngestResult, Rejection, Role } from './client/schemas.ts';
+export type { IdempotencyConflict, IngestResult, Rejection, Role } from './client/schemas.ts';
 export type { CallOptions, Queryable } from './client/sql.ts';
 export { withTransaction, type TransactionClient } from './database/transaction.ts';
 export {

@@ -284,7 +284,7 @@ describe('maintenance', () => {
     expect(first.created.length).toBeGreaterThan(0);
     expect(first.created.every((name) => /^events_p\d{4}_\d{2}/.test(name))).toBe(true);
     expect(first.defaultRows).toBe(0);
-    expect(await tally.ensurePartitions({ monthsAhead: 6 })).toEqual({ created: [], movedRows: 0, defaultRows: 0 });
+    expect(await tally.ensurePartitions({ monthsAhead: 6 })).toEqual({ created: [], movedRows: 0, defaultRows: 0, defaultTruncated: false });
     await expect(tally.ensurePartitions({ monthsAhead: 500 })).rejects.toSatisfy((e) => e instanceof InvalidParameterError);
 
     const purge = await tally.purgeIdempotencyKeys();

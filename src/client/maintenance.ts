@@ -4,8 +4,14 @@ import { callRow, callValue, parseInput, type Queryable } from './sql.ts';
 import { count, timestamp } from './schemas.ts';
 
 const partitionsResult = z
-  .object({ created: z.array(z.string()), moved_rows: count, default_rows: count })
-  .transform((r) => ({ created: r.created, movedRows: r.moved_rows, defaultRows: r.default_rows }));
+  .object({ created: z.array(z.string()), moved_rows: count, default_rows: count, default_truncated: z.boolean().optional() })
+  .transform((r) => ({
+    created: r.created,
+    movedRows: r.moved_rows,
+    defaultRows: r.default_rows,
+    /** The move left the default partition empty and it was truncated (no dead rows for reads to scan); false when the rollups' lock was busy. */
+    defaultTruncated: r.default_truncated ?? false,
+  }));
 export type EnsurePartitionsResult = z.output<typeof partitionsResult>;
 
 const purgeResult = z.object({ deleted: count, cutoff: timestamp });
