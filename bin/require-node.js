@@ -19,7 +19,10 @@ export function nodeIsRecentEnough(version = process.versions.node) {
 /** Exits the process with one line on stderr when Node is older than MIN_NODE. */
 export function requireNode(what = 'tally') {
   if (nodeIsRecentEnough()) return;
-  const fix = process.env.npm_lifecycle_event
+  const installed = import.meta.url.split('/').includes('node_modules');
+  const fix = installed
+    ? 'the app that installed Tally must run on that Node or newer: install it (nvm, fnm, or the `node` package as a dependency of the app)'
+    : process.env.npm_lifecycle_event
     ? 'npm runs scripts with node_modules/.bin first on PATH, where `npm install` puts the Node this project pins: run `npm install` (with install scripts allowed) and try again'
     : 'run it through npm (npm start, npm test, npx tally), which uses the Node that `npm install` put in node_modules/.bin, or install a newer Node';
   process.stderr.write(`error [node_too_old]: ${what} needs Node.js ${MIN_NODE} or newer, and this is ${process.version} (${process.execPath}): ${fix}.\n`);

@@ -666,11 +666,16 @@ BEGIN
     SELECT p.*,
            CASE
              WHEN p.code IS NOT NULL THEN NULL
-             WHEN p.occurred_at < g.events_floor
+             -- a guard refuses only a new item: the retry of a stored event (its key
+             -- claimed already) is a duplicate or a conflict below, whatever changed since
+             WHEN p.occurred_at < g.events_floor AND NOT (p.idempotency_key IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM tally.idempotency_keys k WHERE k.account_id = p.account_id AND k.idempotency_key = p.idempotency_key))
                THEN format('past_retention|occurred_at: %s is older than the retention of raw events (setting retention.events = %s): it would be dropped by the next retention run',
                            p.payload ->> 'occurred_at', g.events_retention)
              WHEN g.refuse_unpriced AND (p.tokens_in IS NOT NULL OR p.tokens_out IS NOT NULL)
                   AND ((NOT p.cost_given AND p.cost_usd IS NULL) OR (p.cached AND NOT p.potential_cost_given AND p.potential_cost_usd IS NULL))
+                  AND NOT (p.idempotency_key IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM tally.idempotency_keys k WHERE k.account_id = p.account_id AND k.idempotency_key = p.idempotency_key))
                THEN format('unpriced_model|model: no price for provider %s, model %s at %s in tally.model_prices (setting ingest.refuse_unpriced_models); give cost_usd or set the price',
                            coalesce(quote_literal(p.provider), 'NULL'), coalesce(quote_literal(p.model), 'NULL'), p.occurred_at)
            END AS guard
@@ -1679,30 +1684,6 @@ $$;
 COMMENT ON FUNCTION tally._truncate_empty_default_partition() IS 'After rows were moved out of tally.events_default: truncates it when it is empty and the rollups'' lock is free (its ACCESS EXCLUSIVE lock is already held after an attach), so no dead tuple slows the reads that scan it. Returns whether it truncated.';
 
 --
--- Name: _usage_metrics(bigint, bigint, bigint, bigint, numeric, numeric, numeric, numeric, numeric, numeric, numeric, bigint, numeric, integer, bigint[]); Type: FUNCTION; Schema: tally; Owner: -
---
-
-CREATE FUNCTION tally._usage_metrics(p_requests bigint, p_successful bigint, p_failed bigint, p_cached bigint, p_files numeric, p_bytes numeric, p_tokens_in numeric, p_tokens_out numeric, p_cost_usd numeric, p_potential_cost_usd numeric, p_quantity numeric, p_latency_count bigint, p_latency_sum numeric, p_latency_max integer, p_latency_hist bigint[]) RETURNS jsonb
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
-BEGIN
-  RETURN pg_catalog.jsonb_build_object(
-    'requests', p_requests, 'successful', p_successful, 'failed', p_failed, 'cached', p_cached,
-    'files', p_files, 'bytes', p_bytes, 'tokens_in', p_tokens_in, 'tokens_out', p_tokens_out,
-    'cost_usd', p_cost_usd, 'potential_cost_usd', p_potential_cost_usd, 'quantity', p_quantity,
-    'latency_count', p_latency_count, 'latency_sum', p_latency_sum, 'latency_max', p_latency_max,
-    'latency_hist', pg_catalog.to_jsonb(p_latency_hist));
-END
-$$;
-
---
--- Name: FUNCTION _usage_metrics(p_requests bigint, p_successful bigint, p_failed bigint, p_cached bigint, p_files numeric, p_bytes numeric, p_tokens_in numeric, p_tokens_out numeric, p_cost_usd numeric, p_potential_cost_usd numeric, p_quantity numeric, p_latency_count bigint, p_latency_sum numeric, p_latency_max integer, p_latency_hist bigint[]); Type: COMMENT; Schema: tally; Owner: -
---
-
-COMMENT ON FUNCTION tally._usage_metrics(p_requests bigint, p_successful bigint, p_failed bigint, p_cached bigint, p_files numeric, p_bytes numeric, p_tokens_in numeric, p_tokens_out numeric, p_cost_usd numeric, p_potential_cost_usd numeric, p_quantity numeric, p_latency_count bigint, p_latency_sum numeric, p_latency_max integer, p_latency_hist bigint[]) IS 'The metrics of one aggregate row as a JSON object (the shape tally.verify_rollups reports).';
-
---
 -- Name: apply_retention(); Type: FUNCTION; Schema: tally; Owner: -
 --
 
@@ -2289,7 +2270,12 @@ CREATE FUNCTION tally.events_tail() RETURNS SETOF tally.events
 BEGIN
   -- The watermark is put into the statement as a constant, so the planner sees how few ids
   -- lie above it and reads them through the id index, whatever the history behind.
-  IF tally._caller_is_service() THEN
+  -- A caller whom row-level security would not filter either (a service, a BYPASSRLS role,
+  -- the owner of tally.events) gets every event of the tail, as a direct read would give it.
+  IF tally._caller_is_service()
+     OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = tally._caller_role() AND r.rolbypassrls)
+     OR pg_catalog.pg_has_role(tally._caller_role(),
+          (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = 'tally.events'::pg_catalog.regclass), 'MEMBER') THEN
     RETURN QUERY EXECUTE format(
       'SELECT e.* FROM tally.events e WHERE e.id > %s
          AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)',
@@ -2310,7 +2296,7 @@ $_$;
 -- Name: FUNCTION events_tail(); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.events_tail() IS 'The events the rollups have not folded yet (id above the watermark, not voided): all of them for a service caller, those of the caller''s accounts (tally._my_account_ids()) for anyone else, as the member policy on tally.events allows. Runs as its owner so the watermark stays private.';
+COMMENT ON FUNCTION tally.events_tail() IS 'The events the rollups have not folded yet (id above the watermark, not voided): all of them for a caller row-level security does not filter (a service, a BYPASSRLS role, the owner of tally.events), those of the caller''s accounts (tally._my_account_ids()) for anyone else, as the member policy on tally.events allows. Runs as its owner so the watermark stays private.';
 
 --
 -- Name: has_role_on_account(uuid, text); Type: FUNCTION; Schema: tally; Owner: -
@@ -2373,14 +2359,15 @@ DECLARE
   v_hi     numeric;
 BEGIN
   IF p_fraction IS NULL OR p_fraction < 0 OR p_fraction > 1 THEN
-    PERFORM tally._raise('invalid_parameter', '22023', format('fraction: must be from 0 to 1 (got %s)', p_fraction));
+    -- raised here rather than through tally._raise, which members may not execute
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('fraction: must be from 0 to 1 (got %s)', p_fraction), HINT = 'invalid_parameter';
   END IF;
   IF p_hist IS NULL THEN
     RETURN NULL;
   END IF;
   IF cardinality(p_hist) <> 42 OR array_lower(p_hist, 1) <> 1 OR array_position(p_hist, NULL) IS NOT NULL
      OR EXISTS (SELECT 1 FROM unnest(p_hist) c WHERE c < 0) THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'hist: must be a 42-slot latency histogram of counts >= 0 (latency_hist of the rollups)');
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'hist: must be a 42-slot latency histogram of counts >= 0 (latency_hist of the rollups)', HINT = 'invalid_parameter';
   END IF;
   SELECT sum(c) INTO v_n FROM unnest(p_hist) c;
   IF v_n = 0 THEN
@@ -2731,6 +2718,14 @@ BEGIN
   IF p_from IS NULL OR p_to IS NULL OR p_from >= p_to THEN
     PERFORM tally._raise('invalid_parameter', '22023', format('from, to: need from < to (got %s, %s)', p_from, p_to));
   END IF;
+  -- A bucket is rebuilt whole from its raw events: a daily or monthly bucket (account time
+  -- zone) that reaches into a partition retention has dropped would be rebuilt from part of
+  -- its events, and lose the rest for good. Monthly buckets reach back at most 32 days.
+  IF p_from < tally._retention_floor('events') + interval '32 days' THEN
+    PERFORM tally._raise('past_retention', '22023',
+      format('from: must be at least 32 days after %s, where raw events past retention (setting retention.events) may be gone; the aggregates there cannot be rebuilt',
+             tally._retention_floor('events')));
+  END IF;
   PERFORM tally._require_read_committed('reprice');
   -- Wait for a running rollup, and keep new ones out until this transaction ends: the
   -- watermark must not move between the update and the rebuild.
@@ -2807,7 +2802,7 @@ $$;
 -- Name: FUNCTION reprice(p_from timestamp with time zone, p_to timestamp with time zone); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.reprice(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Recomputes cost_usd and potential_cost_usd of the LLM events with occurred_at in [p_from, p_to) from tally.model_prices, for the values Tally computed (never a cost the caller gave), and in the same transaction rebuilds exactly the hourly, daily and monthly buckets the changed events were counted in, so the aggregates and live views stay exact (rollups wait meanwhile). Returns {repriced: n events changed, from, to, rebuilt_buckets: {hourly, daily, monthly}}. Needs READ COMMITTED. Service callers only.';
+COMMENT ON FUNCTION tally.reprice(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Recomputes cost_usd and potential_cost_usd of the LLM events with occurred_at in [p_from, p_to) from tally.model_prices, for the values Tally computed (never a cost the caller gave), and in the same transaction rebuilds exactly the hourly, daily and monthly buckets the changed events were counted in, so the aggregates and live views stay exact (a run_rollups meanwhile returns skipped and the next one goes on). Refuses a range starting less than 32 days after the retention cutoff of raw events (past_retention), where buckets can no longer be rebuilt whole. Returns {repriced: n events changed, from, to, rebuilt_buckets: {hourly, daily, monthly}}. Needs READ COMMITTED. Service callers only.';
 
 --
 -- Name: revoke_api_key(uuid); Type: FUNCTION; Schema: tally; Owner: -
@@ -3701,6 +3696,14 @@ BEGIN
   IF v_missing IS NOT NULL THEN
     PERFORM tally._raise('event_not_found', 'P0002', format('event_ids: no events %s', v_missing));
   END IF;
+  -- A bucket is rebuilt whole from its raw events: one that reaches into a partition
+  -- retention has dropped would keep only part of its events. Monthly buckets (account
+  -- time zone) reach back at most 32 days, as recompute_rollups and reprice check too.
+  IF EXISTS (SELECT 1 FROM unnest(v_times) AS t(occurred_at) WHERE t.occurred_at < tally._retention_floor('events') + interval '32 days') THEN
+    PERFORM tally._raise('past_retention', '22023',
+      format('event_ids: an event occurred less than 32 days after %s, where raw events past retention (setting retention.events) may be gone; its aggregates cannot be rebuilt',
+             tally._retention_floor('events')));
+  END IF;
 
   -- new voids only: voiding twice keeps the first who/when/why
   WITH inserted AS (
@@ -3738,7 +3741,7 @@ $$;
 -- Name: FUNCTION void_events(p_event_ids bigint[], p_reason text); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.void_events(p_event_ids bigint[], p_reason text) IS 'Takes events out of every aggregate, for a reason (1 to 1000 characters): records who, when and why in tally.event_voids (the events stay in tally.events) and rebuilds exactly the hourly, daily and monthly buckets they had been counted in. Voiding twice keeps the first record. Returns {voided, already_void, rebuilt_buckets}. Errors: invalid_parameter (22023), event_not_found (P0002). Service callers only.';
+COMMENT ON FUNCTION tally.void_events(p_event_ids bigint[], p_reason text) IS 'Takes events out of every aggregate, for a reason (1 to 1000 characters): records who, when and why in tally.event_voids (the events stay in tally.events) and rebuilds exactly the hourly, daily and monthly buckets they had been counted in. Voiding twice keeps the first record. Returns {voided, already_void, rebuilt_buckets}. Errors: invalid_parameter (22023), event_not_found (P0002), past_retention (22023) for an event less than 32 days after the raw events'' retention cutoff, whose buckets cannot be rebuilt whole. Service callers only.';
 
 --
 -- Name: _hist_agg(integer, bigint); Type: AGGREGATE; Schema: tally; Owner: -
@@ -3868,7 +3871,7 @@ COMMENT ON COLUMN tally.error_codes.code IS 'The stable code: carried in HINT wh
 -- Name: COLUMN error_codes.sqlstate; Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON COLUMN tally.error_codes.sqlstate IS 'The SQLSTATE the code is raised with: 42501 permission, 22023 bad parameter, P0002 not found, 28000 API key, 23505 conflict.';
+COMMENT ON COLUMN tally.error_codes.sqlstate IS 'The SQLSTATE the code is raised with: 42501 permission, 22023 bad parameter, P0002 not found, 28000 API key, 23505 conflict, P0001 a failed check (rollups_mismatch).';
 
 --
 -- Name: event_voids; Type: TABLE; Schema: tally; Owner: -
@@ -6047,12 +6050,6 @@ REVOKE ALL ON FUNCTION tally._token_cost(p_tokens_in bigint, p_tokens_out bigint
 --
 
 REVOKE ALL ON FUNCTION tally._truncate_empty_default_partition() FROM PUBLIC;
-
---
--- Name: FUNCTION _usage_metrics(p_requests bigint, p_successful bigint, p_failed bigint, p_cached bigint, p_files numeric, p_bytes numeric, p_tokens_in numeric, p_tokens_out numeric, p_cost_usd numeric, p_potential_cost_usd numeric, p_quantity numeric, p_latency_count bigint, p_latency_sum numeric, p_latency_max integer, p_latency_hist bigint[]); Type: ACL; Schema: tally; Owner: -
---
-
-REVOKE ALL ON FUNCTION tally._usage_metrics(p_requests bigint, p_successful bigint, p_failed bigint, p_cached bigint, p_files numeric, p_bytes numeric, p_tokens_in numeric, p_tokens_out numeric, p_cost_usd numeric, p_potential_cost_usd numeric, p_quantity numeric, p_latency_count bigint, p_latency_sum numeric, p_latency_max integer, p_latency_hist bigint[]) FROM PUBLIC;
 
 --
 -- Name: FUNCTION apply_retention(); Type: ACL; Schema: tally; Owner: -

@@ -86,6 +86,24 @@ describe('unpriced LLM events', () => {
     expect(await recordEvents(db.pool, [llm(a, { model: 'gpt4o' })])).toMatchObject({ accepted: 1 });
   });
 
+  it('a retry of an event stored before the setting was turned on is a duplicate, not a refusal', async () => {
+    const a = await createAccount(db.pool, 'Retry');
+    const item = llm(a, { model: 'not-priced', idempotency_key: 'stored-before' });
+    expect(await recordEvents(db.pool, [item])).toMatchObject({ accepted: 1 });
+    const since = await lastRejectedId(db.pool);
+    await setSetting(db.pool, 'ingest.refuse_unpriced_models', '1');
+    try {
+      expect(await recordEvents(db.pool, [item, llm(a, { model: 'not-priced', idempotency_key: 'new-one' })])).toMatchObject({
+        accepted: 0,
+        duplicates: 1,
+        rejected: [{ index: 1, code: 'unpriced_model' }],
+      });
+      expect((await rejectedSince(since)).map((r) => r.idempotency_key)).toEqual(['new-one']);
+    } finally {
+      await setSetting(db.pool, 'ingest.refuse_unpriced_models', null);
+    }
+  });
+
   it('the setting takes only 0 or 1', async () => {
     await expect(setSetting(db.pool, 'ingest.refuse_unpriced_models', '2')).rejects.toMatchObject({ code: '22023', hint: 'invalid_parameter' });
   });

@@ -138,5 +138,9 @@ describe('histogram_percentile', () => {
     );
     expect(rows[0].v).toBeGreaterThanOrEqual(1024); // slot 20: [1024, 1447]
     expect(rows[0].v).toBeLessThanOrEqual(1447);
+    // and a member's bad input is the same invalid_parameter, not a permission error
+    await expect(
+      as(db.pool, user(member), (c) => c.query('select tally.histogram_percentile(array_fill(1::bigint, array[42]), 1.5)')),
+    ).rejects.toMatchObject({ code: '22023', hint: 'invalid_parameter' });
   });
 });

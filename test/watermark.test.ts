@@ -64,4 +64,23 @@ describe('the rollup watermark', () => {
     expect(await count(user(stranger))).toEqual([]);
     await expect(as(db.pool, anon, (c) => c.query('select * from tally.events_tail()'))).rejects.toMatchObject({ code: '42501' });
   });
+
+  it('a role that row-level security does not filter (BYPASSRLS) gets the whole tail, as a direct read would', async () => {
+    const role = `tally_bypass_${Math.random().toString(36).slice(2, 10)}`;
+    await db.pool.query(`create role ${role} nologin bypassrls`);
+    try {
+      await db.pool.query(`grant usage on schema tally to ${role}; grant execute on function tally.events_tail() to ${role}`);
+      const client = await db.pool.connect();
+      try {
+        await client.query(`begin; set local role ${role}`);
+        const { rows } = await client.query('select account_id, count(*)::int as n from tally.events_tail() group by 1 order by n');
+        expect(rows).toEqual([{ account_id: a, n: 2 }, { account_id: b, n: 4 }]);
+        await client.query('rollback');
+      } finally {
+        client.release();
+      }
+    } finally {
+      await db.pool.query(`revoke all on schema tally from ${role}; revoke all on function tally.events_tail() from ${role}; drop role ${role}`);
+    }
+  });
 });

@@ -33,14 +33,15 @@ DECLARE
   v_hi     numeric;
 BEGIN
   IF p_fraction IS NULL OR p_fraction < 0 OR p_fraction > 1 THEN
-    PERFORM tally._raise('invalid_parameter', '22023', format('fraction: must be from 0 to 1 (got %s)', p_fraction));
+    -- raised here rather than through tally._raise, which members may not execute
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('fraction: must be from 0 to 1 (got %s)', p_fraction), HINT = 'invalid_parameter';
   END IF;
   IF p_hist IS NULL THEN
     RETURN NULL;
   END IF;
   IF cardinality(p_hist) <> 42 OR array_lower(p_hist, 1) <> 1 OR array_position(p_hist, NULL) IS NOT NULL
      OR EXISTS (SELECT 1 FROM unnest(p_hist) c WHERE c < 0) THEN
-    PERFORM tally._raise('invalid_parameter', '22023', 'hist: must be a 42-slot latency histogram of counts >= 0 (latency_hist of the rollups)');
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'hist: must be a 42-slot latency histogram of counts >= 0 (latency_hist of the rollups)', HINT = 'invalid_parameter';
   END IF;
   SELECT sum(c) INTO v_n FROM unnest(p_hist) c;
   IF v_n = 0 THEN

@@ -13,7 +13,7 @@ CREATE TABLE tally.error_codes (
 COMMENT ON TABLE tally.error_codes IS
   'Every stable Tally error code the SQL raises (in HINT) or records (in rejected_events), with the SQLSTATE it is raised with. tally._raise looks the SQLSTATE up here by code.';
 COMMENT ON COLUMN tally.error_codes.code IS 'The stable code: carried in HINT when raised, in rejected_events.code when recorded.';
-COMMENT ON COLUMN tally.error_codes.sqlstate IS 'The SQLSTATE the code is raised with: 42501 permission, 22023 bad parameter, P0002 not found, 28000 API key, 23505 conflict.';
+COMMENT ON COLUMN tally.error_codes.sqlstate IS 'The SQLSTATE the code is raised with: 42501 permission, 22023 bad parameter, P0002 not found, 28000 API key, 23505 conflict, P0001 a failed check (rollups_mismatch).';
 ALTER TABLE tally.error_codes ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON TABLE tally.error_codes FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON TABLE tally.error_codes TO service_role;

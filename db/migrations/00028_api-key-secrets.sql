@@ -6,6 +6,10 @@
 -- readable whole by members (under RLS) and services. Lookups by the presented secret go
 -- through the secrets table's hash index, then api_keys' primary key.
 
+-- No key may be created between the copy below and the drop of the column: its hash would
+-- be lost with the column. SHARE ROW EXCLUSIVE keeps writers out until this commits.
+LOCK TABLE tally.api_keys IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE tally.api_key_secrets (
   account_id  uuid NOT NULL REFERENCES tally.accounts (id) ON DELETE CASCADE,
   api_key_id  uuid NOT NULL,

@@ -146,23 +146,10 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION tally._usage_metrics(
-  p_requests bigint, p_successful bigint, p_failed bigint, p_cached bigint, p_files numeric, p_bytes numeric,
-  p_tokens_in numeric, p_tokens_out numeric, p_cost_usd numeric, p_potential_cost_usd numeric, p_quantity numeric,
-  p_latency_count bigint, p_latency_sum numeric, p_latency_max integer, p_latency_hist bigint[])
-  RETURNS jsonb
-  LANGUAGE plpgsql IMMUTABLE
-  SET search_path = pg_catalog, pg_temp
-  AS $$
-BEGIN
-  RETURN pg_catalog.jsonb_build_object(
-    'requests', p_requests, 'successful', p_successful, 'failed', p_failed, 'cached', p_cached,
-    'files', p_files, 'bytes', p_bytes, 'tokens_in', p_tokens_in, 'tokens_out', p_tokens_out,
-    'cost_usd', p_cost_usd, 'potential_cost_usd', p_potential_cost_usd, 'quantity', p_quantity,
-    'latency_count', p_latency_count, 'latency_sum', p_latency_sum, 'latency_max', p_latency_max,
-    'latency_hist', pg_catalog.to_jsonb(p_latency_hist));
-END
-$$;
+-- _usage_metrics built the metrics object verify_rollups reported before the metric list
+-- generated it; nothing calls it any more, so it is dropped rather than pinned.
+DROP FUNCTION tally._usage_metrics(bigint, bigint, bigint, bigint, numeric, numeric, numeric, numeric, numeric, numeric,
+  numeric, bigint, numeric, integer, bigint[]);
 
 -- ---------------------------------------------------------------------------------------
 -- The validator: plpgsql, the helpers' expressions written in place (same result as before)

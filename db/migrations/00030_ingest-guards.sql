@@ -85,11 +85,16 @@ BEGIN
     SELECT p.*,
            CASE
              WHEN p.code IS NOT NULL THEN NULL
-             WHEN p.occurred_at < g.events_floor
+             -- a guard refuses only a new item: the retry of a stored event (its key
+             -- claimed already) is a duplicate or a conflict below, whatever changed since
+             WHEN p.occurred_at < g.events_floor AND NOT (p.idempotency_key IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM tally.idempotency_keys k WHERE k.account_id = p.account_id AND k.idempotency_key = p.idempotency_key))
                THEN format('past_retention|occurred_at: %s is older than the retention of raw events (setting retention.events = %s): it would be dropped by the next retention run',
                            p.payload ->> 'occurred_at', g.events_retention)
              WHEN g.refuse_unpriced AND (p.tokens_in IS NOT NULL OR p.tokens_out IS NOT NULL)
                   AND ((NOT p.cost_given AND p.cost_usd IS NULL) OR (p.cached AND NOT p.potential_cost_given AND p.potential_cost_usd IS NULL))
+                  AND NOT (p.idempotency_key IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM tally.idempotency_keys k WHERE k.account_id = p.account_id AND k.idempotency_key = p.idempotency_key))
                THEN format('unpriced_model|model: no price for provider %s, model %s at %s in tally.model_prices (setting ingest.refuse_unpriced_models); give cost_usd or set the price',
                            coalesce(quote_literal(p.provider), 'NULL'), coalesce(quote_literal(p.model), 'NULL'), p.occurred_at)
            END AS guard

@@ -27,9 +27,12 @@
 --      reads meanwhile, and the next one takes its snapshot after the commit. When a
 --      rollup is running, the default partition is left as it was (dead tuples left to
 --      autovacuum, reported as default_truncated: false; the next move truncates it).
---      What remains is a plain read (a live view, verify_rollups) that queued behind the
---      move: it may miss the moved rows once (the next statement sees them). The window
---      is the time from the first attach to the commit, which follows at once in
+--      What remains: a transaction that took its snapshot before the commit and reads
+--      tally.events after it misses the moved rows. A READ COMMITTED statement that queued
+--      behind the move's lock takes its execution snapshot after the lock, so it sees
+--      them, but a REPEATABLE READ or SERIALIZABLE transaction begun before the commit does
+--      not see them for the rest of its life (a fresh transaction does). The window is
+--      the time from the first attach to the commit, which follows at once in
 --      ensure_partitions; do not call it inside a long transaction.
 -- 2. tally.ensure_partitions_for(p_from, p_to): creates the monthly partitions of a range
 --    (only months within retention and not in the future beyond the allowed skew), moving
