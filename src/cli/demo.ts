@@ -13,7 +13,6 @@ import type { Account } from '../client/accounts.ts';
 import type { Tally } from '../client/client.ts';
 import { ConflictError } from '../client/errors.ts';
 import { importEventsJson } from '../client/events.ts';
-import { readSchemaVersion } from '../database/migrate.ts';
 import { TallyError } from '../errors.ts';
 import { formatTable, withTally } from './client.ts';
 import { log } from './context.ts';
@@ -83,15 +82,6 @@ export async function loadDemo(tally: Tally, connectionString: string, showProgr
   const say = (line: string) => {
     if (showProgress) log(`demo: ${line}`);
   };
-  const client = await tally.pool.connect();
-  try {
-    if ((await readSchemaVersion(client)) === undefined) {
-      throw new TallyError('schema_outdated', 'the tally schema is not installed: run `npm start` (or `tally migrate`) first');
-    }
-  } finally {
-    client.release();
-  }
-
   const accounts: { spec: DemoAccount; account: Account; created: boolean }[] = [];
   for (const spec of DEMO_ACCOUNTS) accounts.push({ spec, ...(await demoAccount(tally, spec)) });
   const anchor = anchorDay(new Date(Math.min(...accounts.map((a) => a.account.createdAt.getTime()))));

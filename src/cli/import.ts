@@ -6,10 +6,10 @@ import cliProgress from 'cli-progress';
 import type { ImportProgress, ImportSummary } from '../ingest/import.ts';
 import fs from 'node:fs';
 import { Option, type Command } from 'commander';
-import pg from 'pg';
 import { z } from 'zod';
+import { connectPool } from '../database/pool.ts';
 import type { ResolvedDatabase } from '../database/resolve.ts';
-import { TallyError, UsageError, errorMessage } from '../errors.ts';
+import { TallyError, UsageError } from '../errors.ts';
 import { importFile } from '../ingest/import.ts';
 import { EVENT_FIELD_NAMES } from '../ingest/import-input.ts';
 import { EXIT_FAILURE, log, withDatabase } from './context.ts';
@@ -212,14 +212,7 @@ export function registerImport(program: Command): void {
 }
 
 async function runImport(db: ResolvedDatabase, file: string, options: z.infer<typeof importOptions>): Promise<void> {
-  const pool = new pg.Pool({ connectionString: db.connectionString, application_name: 'tally-import', max: options.jobs });
-  pool.on('error', () => undefined);
-  try {
-    await pool.query('select 1');
-  } catch (err) {
-    await pool.end();
-    throw new TallyError('database_unreachable', `cannot connect to the database: ${errorMessage(err)}`, { cause: err });
-  }
+  const pool = await connectPool({ connectionString: db.connectionString, applicationName: 'tally-import', max: options.jobs });
   // Ctrl-C stops reading and lets the chunks being validated commit; a second one quits at once.
   const onFirst = () => log('stopping: waiting for the chunks being validated to commit (Ctrl-C again to quit now)');
   const progress = options.progress ? importProgressDisplay(process.stderr) : undefined;
