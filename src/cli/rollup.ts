@@ -43,15 +43,11 @@ export async function foldPending(connectionString: string, chunk: number, onPro
   const client = await connect(connectionString);
   try {
     // the ids past the watermark: cheap (no scan of the tail), and an upper bound of the events
-    const { rows } = await client.query<{ n: string }>(
-      `select greatest(0, coalesce(pg_sequence_last_value(pg_get_serial_sequence('tally.events', 'id')::regclass), 0) - s.watermark) as n
-         from tally.rollup_state s`,
-    );
-    const total = Number(rows[0]?.n ?? 0);
+    const rollups = rollupsApi(client);
+    const total = await rollups.estimatePendingEvents();
     const started = Date.now();
     let done = 0;
     let watermark = 0;
-    const rollups = rollupsApi(client);
     while (!signal?.aborted) {
       const r = await rollups.runRollups({ maxEvents: chunk });
       if (r.skipped || r.waitingForPids) {
@@ -94,12 +90,7 @@ export async function recomputeRange(connectionString: string, from: Date, to: D
       watermark = Number(r.watermark);
       // for the events/s of the display: the folded, not voided events of the week (the
       // daily and monthly buckets around it are rebuilt too, so this is the least work done)
-      const { rows } = await client.query<{ n: string }>(
-        `select count(*) as n from tally.events e where e.occurred_at >= $1 and e.occurred_at < $2 and e.id <= $3
-           and not exists (select 1 from tally.event_voids v where v.account_id = e.account_id and v.event_id = e.id)`,
-        [new Date(start), new Date(end), r.watermark],
-      );
-      events += Number(rows[0]?.n ?? 0);
+      events += await rollups.countFoldedEvents({ from: new Date(start), to: new Date(end), upTo: r.watermark });
       done = Math.min(totalDays, Math.ceil((end - from.getTime()) / DAY_MS));
       onProgress({ done, total: totalDays, unit: 'days', elapsedMs: Date.now() - started, events });
     }
