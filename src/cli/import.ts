@@ -2,7 +2,6 @@
  * What `tally import` shows: a progress bar on a terminal (plain lines every few seconds
  * otherwise), and the summary at the end.
  */
-import cliProgress from 'cli-progress';
 import type { ImportProgress, ImportSummary } from '../ingest/import.ts';
 import fs from 'node:fs';
 import { Option, type Command } from 'commander';
@@ -14,6 +13,7 @@ import { importFile } from '../ingest/import.ts';
 import { EVENT_FIELD_NAMES } from '../ingest/import-input.ts';
 import { EXIT_FAILURE, log, withDatabase } from './context.ts';
 import { parseOptions } from './options.ts';
+import { progressDisplay } from './progress.ts';
 import { withStopSignal } from './signals.ts';
 
 /** Words joined by spaces into lines of at most `width` characters, each line indented. */
@@ -93,43 +93,24 @@ export interface ImportProgressDisplay {
  * terminal; otherwise one line every `intervalMs`.
  */
 export function importProgressDisplay(stream: NodeJS.WriteStream, intervalMs = 10_000): ImportProgressDisplay {
-  if (stream.isTTY) {
-    let bar: cliProgress.SingleBar | undefined;
-    return {
-      update(p) {
-        const payload = { rows: count(p.rows), speed: count(perSecond(p.rows, p.elapsedMs)), read: megabytes(p.bytesRead) };
-        if (!bar) {
-          bar = new cliProgress.SingleBar(
-            {
-              stream,
-              clearOnComplete: true,
-              hideCursor: true,
-              format:
-                p.totalBytes === undefined
-                  ? 'importing | {read} read | {rows} rows | {speed} rows/s'
-                  : 'importing {bar} {percentage}% | {read} of {size} | {rows} rows | {speed} rows/s | ETA {eta_formatted}',
-            },
-            cliProgress.Presets.shades_classic,
-          );
-          bar.start(p.totalBytes ?? 0, 0, { ...payload, size: megabytes(p.totalBytes ?? 0) });
-        }
-        bar.update(p.totalBytes === undefined ? 0 : p.bytesRead, payload);
-      },
-      stop() {
-        bar?.stop();
-      },
-    };
-  }
-  let last = 0;
-  return {
-    update(p) {
-      if (p.elapsedMs - last < intervalMs) return;
-      last = p.elapsedMs;
+  return progressDisplay<ImportProgress>({
+    stream,
+    intervalMs,
+    clock: (p) => p.elapsedMs,
+    format: (p) =>
+      p.totalBytes === undefined
+        ? 'importing | {read} read | {rows} rows | {speed} rows/s'
+        : 'importing {bar} {percentage}% | {read} of {size} | {rows} rows | {speed} rows/s | ETA {eta_formatted}',
+    bar: (p) => ({
+      value: p.totalBytes === undefined ? 0 : p.bytesRead,
+      total: p.totalBytes ?? 0,
+      payload: { rows: count(p.rows), speed: count(perSecond(p.rows, p.elapsedMs)), read: megabytes(p.bytesRead), size: megabytes(p.totalBytes ?? 0) },
+    }),
+    line: (p) => {
       const read = p.totalBytes ? `${megabytes(p.bytesRead)} of ${megabytes(p.totalBytes)} (${Math.floor((p.bytesRead / p.totalBytes) * 100)}%)` : `${megabytes(p.bytesRead)}`;
-      stream.write(`tally: import: ${read} read, ${count(p.rows)} rows (${count(p.accepted)} accepted, ${count(p.duplicates)} duplicates, ${p.conflicts > 0 ? `${count(p.conflicts)} conflicts, ` : ''}${count(p.rejected)} rejected), ${count(perSecond(p.rows, p.elapsedMs))} rows/s\n`);
+      return `tally: import: ${read} read, ${count(p.rows)} rows (${count(p.accepted)} accepted, ${count(p.duplicates)} duplicates, ${p.conflicts > 0 ? `${count(p.conflicts)} conflicts, ` : ''}${count(p.rejected)} rejected), ${count(perSecond(p.rows, p.elapsedMs))} rows/s`;
     },
-    stop() {},
-  };
+  });
 }
 
 /** The human summary printed on stdout. */

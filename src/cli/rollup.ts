@@ -3,7 +3,6 @@
  * from the raw events (recompute_rollups, a week at a time), with a progress bar on a
  * terminal and a line every 10 s otherwise.
  */
-import cliProgress from 'cli-progress';
 import { z } from 'zod';
 import { rollupsApi } from '../client/rollups.ts';
 import { connectClient } from '../database/resolve.ts';
@@ -11,6 +10,7 @@ import type { Command } from 'commander';
 import { TallyError } from '../errors.ts';
 import { EXIT_FAILURE, withDatabase } from './context.ts';
 import { instant, parseOptions } from './options.ts';
+import { progressDisplay, type ProgressDisplay } from './progress.ts';
 import { withStopSignal } from './signals.ts';
 
 export interface RollupProgress {
@@ -101,35 +101,14 @@ export async function recomputeRange(connectionString: string, from: Date, to: D
 }
 
 /** A progress bar on a terminal, a line every 10 s otherwise. */
-export function rollupProgressDisplay(stream: NodeJS.WriteStream, label: string): { update(p: RollupProgress): void; stop(): void } {
-  if (stream.isTTY) {
-    let bar: cliProgress.SingleBar | undefined;
-    return {
-      update(p) {
-        const rate = Math.round(p.events / Math.max(0.001, p.elapsedMs / 1000));
-        if (!bar) {
-          bar = new cliProgress.SingleBar(
-            { stream, clearOnComplete: true, hideCursor: true, format: `${label} {bar} {value}/{total} ${p.unit} | {rate} events/s | ETA {eta_formatted}` },
-            cliProgress.Presets.shades_classic,
-          );
-          bar.start(p.total, 0, { rate });
-        }
-        bar.setTotal(p.total);
-        bar.update(p.done, { rate });
-      },
-      stop: () => bar?.stop(),
-    };
-  }
-  let last = 0;
-  return {
-    update(p) {
-      if (Date.now() - last < 10_000) return;
-      last = Date.now();
-      const rate = Math.round(p.events / Math.max(0.001, p.elapsedMs / 1000));
-      stream.write(`tally: ${label}: ${p.done} of ${p.total} ${p.unit} (${rate} events/s)\n`);
-    },
-    stop: () => undefined,
-  };
+export function rollupProgressDisplay(stream: NodeJS.WriteStream, label: string): ProgressDisplay<RollupProgress> {
+  const rate = (p: RollupProgress) => Math.round(p.events / Math.max(0.001, p.elapsedMs / 1000));
+  return progressDisplay<RollupProgress>({
+    stream,
+    format: (p) => `${label} {bar} {value}/{total} ${p.unit} | {rate} events/s | ETA {eta_formatted}`,
+    bar: (p) => ({ value: p.done, total: p.total, payload: { rate: rate(p) } }),
+    line: (p) => `tally: ${label}: ${p.done} of ${p.total} ${p.unit} (${rate(p)} events/s)`,
+  });
 }
 
 export function formatRollupSummary(s: RollupSummary): string {
