@@ -132,7 +132,7 @@ describe('tally schedule', () => {
   it.each([
     [['set', 'tally-nope', '* * * * *'], /^error: unknown job "tally-nope"; the jobs are: tally-heartbeat, .*tally-rollups$/],
     [['disable', 'heartbeat'], /^error: unknown job "heartbeat"/],
-    [['set', 'tally-heartbeat', '61 * * * *'], /^error: tally-heartbeat: invalid cron "61 \* \* \* \*": minute field "61": .*0-59/],
+    [['set', 'tally-heartbeat', '61 * * * *'], /^error: tally-heartbeat: invalid cron "61 \* \* \* \*": minute field "61": must be 0 to 59 \(got 61\)$/],
     [['set', 'tally-heartbeat', '0 25 * * *'], /^error: tally-heartbeat: invalid cron .*: hour field "25"/],
     [['set', 'tally-retention', '* * * *'], /^error: tally-retention: invalid cron .*must be five fields .*got 4$/],
     [['set', 'tally-retention', '0 0 * * * *'], /must be five fields .*got 6$/],

@@ -10,7 +10,12 @@ const createOptions = z.strictObject({
   externalId: z.string().min(1, 'needs a value').optional(),
   json: z.boolean().optional(),
 });
-const nameArgument = z.string().trim().min(1, 'NAME must not be empty');
+// create_account's own bound (1 to 200 characters after trimming), checked before connecting
+const nameArgument = z
+  .string()
+  .trim()
+  .min(1, 'NAME must not be empty')
+  .refine((n) => [...n].length <= 200, 'NAME must be at most 200 characters');
 
 export function registerAccounts(program: Command): void {
   const accounts = program

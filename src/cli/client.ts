@@ -1,16 +1,22 @@
 /** What the commands built on the TypeScript client share: a client on the resolved database, and plain-text tables. */
 import { createTally, type Tally } from '../client/client.ts';
+import { connectPool } from '../database/pool.ts';
 import type { ResolvedDatabase } from '../database/resolve.ts';
 import { withDatabase } from './context.ts';
 
-/** Runs `fn` with a client on the resolved database (one connection), then closes both. */
+/**
+ * Runs `fn` with a client on the resolved database (one connection), then closes both.
+ * Like the other commands it first checks that the schema is installed (`schema_outdated`)
+ * and connects through the database layer (`database_unreachable`, `database_auth_failed`).
+ */
 export function withTally<T>(fn: (tally: Tally, db: ResolvedDatabase) => Promise<T>): Promise<T> {
-  return withDatabase(false, async (db) => {
-    const tally = createTally({ connectionString: db.connectionString, applicationName: 'tally-cli', max: 1 });
+  return withDatabase({ schema: true }, async (db) => {
+    const pool = await connectPool({ connectionString: db.connectionString, applicationName: 'tally-cli', max: 1 });
+    const tally = createTally({ pool });
     try {
       return await fn(tally, db);
     } finally {
-      await tally.close();
+      await pool.end().catch(() => undefined);
     }
   });
 }

@@ -6,14 +6,12 @@
  * to the day the demo accounts were first created, so a later run regenerates the very
  * same events.
  */
-import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import type { Account } from '../client/accounts.ts';
 import type { Tally } from '../client/client.ts';
 import { ConflictError } from '../client/errors.ts';
 import { importEventsJson } from '../client/events.ts';
-import { readSchemaVersion } from '../database/migrate.ts';
 import { TallyError } from '../errors.ts';
 import { formatTable, withTally } from './client.ts';
 import { log } from './context.ts';
@@ -21,6 +19,7 @@ import {
   DEMO_ACCOUNTS, DEMO_DAYS, DEMO_PRICES, anchorDay, demoEvents, demoRefusals, pricesEffectiveFrom, type DemoAccount, type WireEvent,
 } from './demo-data.ts';
 import { parseOptions } from './options.ts';
+import { noProgress, progressDisplay, type ProgressDisplay } from './progress.ts';
 import { foldPending } from './rollup.ts';
 
 const demoOptions = z.strictObject({ json: z.boolean().optional(), progress: z.boolean().default(true) });
@@ -68,14 +67,10 @@ async function demoAccount(tally: Tally, spec: DemoAccount): Promise<{ account: 
   }
 }
 
-function progressBar(enabled: boolean, total: number): { update(done: number): void; stop(): void } {
-  if (!enabled || !process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };
-  const bar = new cliProgress.SingleBar(
-    { stream: process.stderr, clearOnComplete: true, hideCursor: true, format: 'tally: demo: recording {bar} {value}/{total} events' },
-    cliProgress.Presets.shades_classic,
-  );
-  bar.start(total, 0);
-  return { update: (done) => bar.update(done), stop: () => bar.stop() };
+/** A bar on a terminal; nothing otherwise (the demo's steps are logged as lines). */
+function progressBar(enabled: boolean, total: number): ProgressDisplay<number> {
+  if (!enabled) return noProgress;
+  return progressDisplay<number>({ stream: process.stderr, format: () => 'tally: demo: recording {bar} {value}/{total} events', bar: (done) => ({ value: done, total }) });
 }
 
 export async function loadDemo(tally: Tally, connectionString: string, showProgress: boolean): Promise<DemoSummary> {
@@ -83,15 +78,6 @@ export async function loadDemo(tally: Tally, connectionString: string, showProgr
   const say = (line: string) => {
     if (showProgress) log(`demo: ${line}`);
   };
-  const client = await tally.pool.connect();
-  try {
-    if ((await readSchemaVersion(client)) === undefined) {
-      throw new TallyError('schema_outdated', 'the tally schema is not installed: run `npm start` (or `tally migrate`) first');
-    }
-  } finally {
-    client.release();
-  }
-
   const accounts: { spec: DemoAccount; account: Account; created: boolean }[] = [];
   for (const spec of DEMO_ACCOUNTS) accounts.push({ spec, ...(await demoAccount(tally, spec)) });
   const anchor = anchorDay(new Date(Math.min(...accounts.map((a) => a.account.createdAt.getTime()))));
@@ -122,6 +108,7 @@ export async function loadDemo(tally: Tally, connectionString: string, showProgr
   } else {
     say(`recording ${events.length} events in batches of ${BATCH}`);
     const bar = progressBar(showProgress, events.length);
+    bar.update(0);
     try {
       for (let i = 0; i < events.length; i += BATCH) {
         const result = await importEventsJson(tally.pool, JSON.stringify(events.slice(i, i + BATCH)), DEMO_SOURCE, i + 1);

@@ -25,8 +25,12 @@ function withDefaultAccount(items: unknown[], accountId: string | undefined): un
 }
 
 /** The argument (or stdin for `-`) as a JSON array of items; anything else is a UsageError. */
-export function parseEventsArgument(text: string): unknown[] {
-  if (text.trim() === '') throw new UsageError('no events given: pass a JSON object or array, or - to read one from stdin');
+export function parseEventsArgument(text: string, fromStdin = false): unknown[] {
+  if (text.trim() === '') {
+    throw new UsageError(
+      fromStdin ? 'no events on stdin: pipe a JSON object or array into `tally events record -`' : 'no events given: pass a JSON object or array, or - to read one from stdin',
+    );
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -67,7 +71,7 @@ export function registerEvents(program: Command): void {
     )
     .action(async (argument: string, raw) => {
       const options = parseOptions(recordOptions, raw);
-      const items = withDefaultAccount(parseEventsArgument(argument === '-' ? fs.readFileSync(0, 'utf8') : argument), options.account);
+      const items = withDefaultAccount(parseEventsArgument(argument === '-' ? fs.readFileSync(0, 'utf8') : argument, argument === '-'), options.account);
       const result = await withTally((tally) => recordEventsJson(tally.pool, JSON.stringify(items)));
       if (options.json) {
         process.stdout.write(JSON.stringify(result, null, 2) + '\n');

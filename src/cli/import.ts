@@ -2,18 +2,18 @@
  * What `tally import` shows: a progress bar on a terminal (plain lines every few seconds
  * otherwise), and the summary at the end.
  */
-import cliProgress from 'cli-progress';
 import type { ImportProgress, ImportSummary } from '../ingest/import.ts';
 import fs from 'node:fs';
 import { Option, type Command } from 'commander';
-import pg from 'pg';
 import { z } from 'zod';
+import { connectPool } from '../database/pool.ts';
 import type { ResolvedDatabase } from '../database/resolve.ts';
-import { TallyError, UsageError, errorMessage } from '../errors.ts';
+import { TallyError, UsageError } from '../errors.ts';
 import { importFile } from '../ingest/import.ts';
 import { EVENT_FIELD_NAMES } from '../ingest/import-input.ts';
 import { EXIT_FAILURE, log, withDatabase } from './context.ts';
 import { parseOptions } from './options.ts';
+import { progressDisplay } from './progress.ts';
 import { withStopSignal } from './signals.ts';
 
 /** Words joined by spaces into lines of at most `width` characters, each line indented. */
@@ -93,43 +93,24 @@ export interface ImportProgressDisplay {
  * terminal; otherwise one line every `intervalMs`.
  */
 export function importProgressDisplay(stream: NodeJS.WriteStream, intervalMs = 10_000): ImportProgressDisplay {
-  if (stream.isTTY) {
-    let bar: cliProgress.SingleBar | undefined;
-    return {
-      update(p) {
-        const payload = { rows: count(p.rows), speed: count(perSecond(p.rows, p.elapsedMs)), read: megabytes(p.bytesRead) };
-        if (!bar) {
-          bar = new cliProgress.SingleBar(
-            {
-              stream,
-              clearOnComplete: true,
-              hideCursor: true,
-              format:
-                p.totalBytes === undefined
-                  ? 'importing | {read} read | {rows} rows | {speed} rows/s'
-                  : 'importing {bar} {percentage}% | {read} of {size} | {rows} rows | {speed} rows/s | ETA {eta_formatted}',
-            },
-            cliProgress.Presets.shades_classic,
-          );
-          bar.start(p.totalBytes ?? 0, 0, { ...payload, size: megabytes(p.totalBytes ?? 0) });
-        }
-        bar.update(p.totalBytes === undefined ? 0 : p.bytesRead, payload);
-      },
-      stop() {
-        bar?.stop();
-      },
-    };
-  }
-  let last = 0;
-  return {
-    update(p) {
-      if (p.elapsedMs - last < intervalMs) return;
-      last = p.elapsedMs;
+  return progressDisplay<ImportProgress>({
+    stream,
+    intervalMs,
+    clock: (p) => p.elapsedMs,
+    format: (p) =>
+      p.totalBytes === undefined
+        ? 'importing | {read} read | {rows} rows | {speed} rows/s'
+        : 'importing {bar} {percentage}% | {read} of {size} | {rows} rows | {speed} rows/s | ETA {eta_formatted}',
+    bar: (p) => ({
+      value: p.totalBytes === undefined ? 0 : p.bytesRead,
+      total: p.totalBytes ?? 0,
+      payload: { rows: count(p.rows), speed: count(perSecond(p.rows, p.elapsedMs)), read: megabytes(p.bytesRead), size: megabytes(p.totalBytes ?? 0) },
+    }),
+    line: (p) => {
       const read = p.totalBytes ? `${megabytes(p.bytesRead)} of ${megabytes(p.totalBytes)} (${Math.floor((p.bytesRead / p.totalBytes) * 100)}%)` : `${megabytes(p.bytesRead)}`;
-      stream.write(`tally: import: ${read} read, ${count(p.rows)} rows (${count(p.accepted)} accepted, ${count(p.duplicates)} duplicates, ${p.conflicts > 0 ? `${count(p.conflicts)} conflicts, ` : ''}${count(p.rejected)} rejected), ${count(perSecond(p.rows, p.elapsedMs))} rows/s\n`);
+      return `tally: import: ${read} read, ${count(p.rows)} rows (${count(p.accepted)} accepted, ${count(p.duplicates)} duplicates, ${p.conflicts > 0 ? `${count(p.conflicts)} conflicts, ` : ''}${count(p.rejected)} rejected), ${count(perSecond(p.rows, p.elapsedMs))} rows/s`;
     },
-    stop() {},
-  };
+  });
 }
 
 /** The human summary printed on stdout. */
@@ -212,14 +193,7 @@ export function registerImport(program: Command): void {
 }
 
 async function runImport(db: ResolvedDatabase, file: string, options: z.infer<typeof importOptions>): Promise<void> {
-  const pool = new pg.Pool({ connectionString: db.connectionString, application_name: 'tally-import', max: options.jobs });
-  pool.on('error', () => undefined);
-  try {
-    await pool.query('select 1');
-  } catch (err) {
-    await pool.end();
-    throw new TallyError('database_unreachable', `cannot connect to the database: ${errorMessage(err)}`, { cause: err });
-  }
+  const pool = await connectPool({ connectionString: db.connectionString, applicationName: 'tally-import', max: options.jobs });
   // Ctrl-C stops reading and lets the chunks being validated commit; a second one quits at once.
   const onFirst = () => log('stopping: waiting for the chunks being validated to commit (Ctrl-C again to quit now)');
   const progress = options.progress ? importProgressDisplay(process.stderr) : undefined;

@@ -38,7 +38,7 @@ export function buildProgram(onError?: (text: string) => void): Command {
       '\nEnvironment:\n' +
         '  DATABASE_URL          postgres:// URL of the server to use (unset: embedded PostgreSQL)\n' +
         '  TALLY_DATA_DIR        data directory of the embedded PostgreSQL (default .tally/pg)\n' +
-        '  TALLY_EMBEDDED_PORT   preferred port of the embedded PostgreSQL (default: a free one)\n\n' +
+        '  TALLY_EMBEDDED_PORT   port of the embedded PostgreSQL (default: a free one); if it is taken: embedded_port_busy\n\n' +
         'Exit codes: 0 ok, 1 the command failed, 2 bad usage.',
     );
 
@@ -63,6 +63,23 @@ function wantsJson(argv: string[]): boolean {
   const args = argv.slice(2);
   const end = args.indexOf('--');
   return (end === -1 ? args : args.slice(0, end)).includes('--json');
+}
+
+/** `a command is required: tally accounts create|list`, for the group the words of `argv` name. */
+function commandRequired(program: Command, argv: string[]): string {
+  let group = program;
+  const path = [program.name()];
+  for (const word of argv.slice(2)) {
+    if (word === '--') break;
+    if (word.startsWith('-')) continue;
+    const sub = group.commands.find((c) => c.name() === word || c.aliases().includes(word));
+    if (!sub) break;
+    group = sub;
+    path.push(sub.name());
+  }
+  if (group === program) return 'a command is required: tally <command>, one of those listed above';
+  const names = group.commands.map((c) => c.name()).filter((n) => n !== 'help');
+  return `a command is required: ${path.join(' ')} ${names.join('|')}`;
 }
 
 /**
@@ -103,13 +120,20 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   const report = (code: string, message: string, plain: string) =>
     process.stderr.write(json ? JSON.stringify({ error: { code, message } }) + '\n' : plain + '\n');
   let commanderText: string | undefined;
+  const program = buildProgram((text) => (commanderText ??= text));
   try {
-    await buildProgram((text) => (commanderText ??= text)).parseAsync(argv);
+    await program.parseAsync(argv);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
       // Help and version requests end here too, with exit code 0.
       if (err.exitCode === 0) return 0;
+      if (err.code === 'commander.help') {
+        // a command group without its subcommand: commander has printed the group's help on stderr
+        const message = commandRequired(program, argv);
+        report('invalid_usage', message, `error: ${message}`);
+        return EXIT_USAGE;
+      }
       const message = (commanderText ?? err.message).split('\n')[0]!.replace(/^error: /, '');
       report('invalid_usage', message, `error: ${message}`);
       return EXIT_USAGE;

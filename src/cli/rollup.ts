@@ -3,7 +3,6 @@
  * from the raw events (recompute_rollups, a week at a time), with a progress bar on a
  * terminal and a line every 10 s otherwise.
  */
-import cliProgress from 'cli-progress';
 import { z } from 'zod';
 import { rollupsApi } from '../client/rollups.ts';
 import { connectClient } from '../database/resolve.ts';
@@ -11,6 +10,7 @@ import type { Command } from 'commander';
 import { TallyError } from '../errors.ts';
 import { EXIT_FAILURE, withDatabase } from './context.ts';
 import { instant, parseOptions } from './options.ts';
+import { progressDisplay, type ProgressDisplay } from './progress.ts';
 import { withStopSignal } from './signals.ts';
 
 export interface RollupProgress {
@@ -43,15 +43,11 @@ export async function foldPending(connectionString: string, chunk: number, onPro
   const client = await connect(connectionString);
   try {
     // the ids past the watermark: cheap (no scan of the tail), and an upper bound of the events
-    const { rows } = await client.query<{ n: string }>(
-      `select greatest(0, coalesce(pg_sequence_last_value(pg_get_serial_sequence('tally.events', 'id')::regclass), 0) - s.watermark) as n
-         from tally.rollup_state s`,
-    );
-    const total = Number(rows[0]?.n ?? 0);
+    const rollups = rollupsApi(client);
+    const total = await rollups.estimatePendingEvents();
     const started = Date.now();
     let done = 0;
     let watermark = 0;
-    const rollups = rollupsApi(client);
     while (!signal?.aborted) {
       const r = await rollups.runRollups({ maxEvents: chunk });
       if (r.skipped || r.waitingForPids) {
@@ -94,12 +90,7 @@ export async function recomputeRange(connectionString: string, from: Date, to: D
       watermark = Number(r.watermark);
       // for the events/s of the display: the folded, not voided events of the week (the
       // daily and monthly buckets around it are rebuilt too, so this is the least work done)
-      const { rows } = await client.query<{ n: string }>(
-        `select count(*) as n from tally.events e where e.occurred_at >= $1 and e.occurred_at < $2 and e.id <= $3
-           and not exists (select 1 from tally.event_voids v where v.account_id = e.account_id and v.event_id = e.id)`,
-        [new Date(start), new Date(end), r.watermark],
-      );
-      events += Number(rows[0]?.n ?? 0);
+      events += await rollups.countFoldedEvents({ from: new Date(start), to: new Date(end), upTo: r.watermark });
       done = Math.min(totalDays, Math.ceil((end - from.getTime()) / DAY_MS));
       onProgress({ done, total: totalDays, unit: 'days', elapsedMs: Date.now() - started, events });
     }
@@ -110,35 +101,14 @@ export async function recomputeRange(connectionString: string, from: Date, to: D
 }
 
 /** A progress bar on a terminal, a line every 10 s otherwise. */
-export function rollupProgressDisplay(stream: NodeJS.WriteStream, label: string): { update(p: RollupProgress): void; stop(): void } {
-  if (stream.isTTY) {
-    let bar: cliProgress.SingleBar | undefined;
-    return {
-      update(p) {
-        const rate = Math.round(p.events / Math.max(0.001, p.elapsedMs / 1000));
-        if (!bar) {
-          bar = new cliProgress.SingleBar(
-            { stream, clearOnComplete: true, hideCursor: true, format: `${label} {bar} {value}/{total} ${p.unit} | {rate} events/s | ETA {eta_formatted}` },
-            cliProgress.Presets.shades_classic,
-          );
-          bar.start(p.total, 0, { rate });
-        }
-        bar.setTotal(p.total);
-        bar.update(p.done, { rate });
-      },
-      stop: () => bar?.stop(),
-    };
-  }
-  let last = 0;
-  return {
-    update(p) {
-      if (Date.now() - last < 10_000) return;
-      last = Date.now();
-      const rate = Math.round(p.events / Math.max(0.001, p.elapsedMs / 1000));
-      stream.write(`tally: ${label}: ${p.done} of ${p.total} ${p.unit} (${rate} events/s)\n`);
-    },
-    stop: () => undefined,
-  };
+export function rollupProgressDisplay(stream: NodeJS.WriteStream, label: string): ProgressDisplay<RollupProgress> {
+  const rate = (p: RollupProgress) => Math.round(p.events / Math.max(0.001, p.elapsedMs / 1000));
+  return progressDisplay<RollupProgress>({
+    stream,
+    format: (p) => `${label} {bar} {value}/{total} ${p.unit} | {rate} events/s | ETA {eta_formatted}`,
+    bar: (p) => ({ value: p.done, total: p.total, payload: { rate: rate(p) } }),
+    line: (p) => `tally: ${label}: ${p.done} of ${p.total} ${p.unit} (${rate(p)} events/s)`,
+  });
 }
 
 export function formatRollupSummary(s: RollupSummary): string {

@@ -256,7 +256,10 @@ async function write(client: pg.Client, job: ScheduledJob, before: JobSchedule, 
       if (setting) await maintenanceApi(client).setSetting({ name: setting, value: null });
     }
   } catch (err) {
-    if (err instanceof InvalidParameterError) throw new UsageError(`${job.name}: ${err.message}`);
+    if (err instanceof InvalidParameterError) {
+      // set_setting names its argument (`value: rollups.interval must be …`): the job name says it already
+      throw new UsageError(`${job.name}: ${err.field === 'value' ? err.message.slice('value: '.length) : err.message}`);
+    }
     throw err;
   }
 }

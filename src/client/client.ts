@@ -9,7 +9,8 @@
  * errors (src/client/errors.ts) and parses the result with zod into camelCase. Value rules
  * (money, counts, ids, timestamps): src/client/schemas.ts.
  */
-import pg from 'pg';
+import type pg from 'pg';
+import { createPool } from '../database/pool.ts';
 import { accountsApi } from './accounts.ts';
 import { apiKeysApi } from './api-keys.ts';
 import { eventsApi } from './events.ts';
@@ -57,21 +58,12 @@ export function tallyApi(q: Queryable) {
 
 export function createTally(options: TallyOptions): Tally {
   const owned = !('pool' in options);
+  // An idle connection the server drops (restart, pg_terminate_backend) is discarded by
+  // the pool (createPool's 'error' listener); idle connections do not keep the process alive.
   const pool =
     'pool' in options
       ? options.pool
-      : new pg.Pool({
-          connectionString: options.connectionString,
-          application_name: options.applicationName ?? 'tally',
-          max: options.max ?? 10,
-          // idle connections do not keep the process alive
-          allowExitOnIdle: true,
-        });
-  if (owned) {
-    // An idle connection the server drops (restart, pg_terminate_backend) is discarded by
-    // the pool; without a listener the 'error' event would crash the process.
-    pool.on('error', () => undefined);
-  }
+      : createPool({ connectionString: options.connectionString, applicationName: options.applicationName ?? 'tally', max: options.max ?? 10, allowExitOnIdle: true });
   let closed: Promise<void> | undefined;
   return {
     ...tallyApi(pool),

@@ -130,7 +130,7 @@ export const EVENT_CODES = [
 ] as const;
 
 interface Rule {
-  /** Tally code from HINT; '*' matches any (including none). */
+  /** Tally code from HINT; '*' matches any (including none), '' only none. */
   code: string;
   /** SQLSTATE, or a class prefix ending in '*' ('08*'); '*' matches any. */
   sqlstate: string;
@@ -180,7 +180,11 @@ export const ERROR_TABLE: readonly Rule[] = [
   ...Object.entries(ERROR_CODES).map(([code, { error }]) => ({ code, sqlstate: '*', error })),
   // SQLSTATE alone
   { code: '*', sqlstate: '42501', error: ForbiddenError, fallbackCode: 'forbidden' },
-  { code: '*', sqlstate: '28000', error: ApiKeyError, fallbackCode: 'unknown_api_key' },
+  // A refused login (no such role, wrong password, no pg_hba.conf entry): Postgres's own
+  // 28000/28P01 never carries a Tally code; Tally's API-key errors always do.
+  { code: '', sqlstate: '28000', error: DatabaseError, fallbackCode: 'database_auth_failed' },
+  { code: '', sqlstate: '28P01', error: DatabaseError, fallbackCode: 'database_auth_failed' },
+  { code: '*', sqlstate: '28000', error: ApiKeyError }, // an API-key code this version does not know yet
   { code: '*', sqlstate: 'P0002', error: NotFoundError, fallbackCode: 'not_found' },
   { code: '*', sqlstate: '23505', error: ConflictError, fallbackCode: 'conflict' },
   { code: '*', sqlstate: '22023', error: InvalidParameterError, fallbackCode: 'invalid_parameter' },
@@ -209,7 +213,7 @@ function fieldOf(message: string): string | undefined {
 }
 
 function matches(rule: Rule, code: string | undefined, sqlstate: string | undefined): boolean {
-  if (rule.code !== '*' && rule.code !== code) return false;
+  if (rule.code === '' ? code !== undefined : rule.code !== '*' && rule.code !== code) return false;
   if (rule.sqlstate === '*') return true;
   if (!sqlstate) return false;
   return rule.sqlstate.endsWith('*') ? sqlstate.startsWith(rule.sqlstate.slice(0, -1)) : rule.sqlstate === sqlstate;

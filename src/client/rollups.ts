@@ -8,7 +8,7 @@
  * strings, as everywhere in the client.
  */
 import { z } from 'zod';
-import { callRows, callValue, parseInput, type Queryable } from './sql.ts';
+import { callRows, callValue, parseInput, selectRows, type Queryable } from './sql.ts';
 import { bigintId, count, decimal, instantInput, timestamp, uuid } from './schemas.ts';
 
 const EXACT = { exactJson: true } as const;
@@ -234,8 +234,42 @@ const unpricedRow = z
 /** One model that LLM events named without a matching price (their cost is unknown, not $0). */
 export type UnpricedModel = z.output<typeof unpricedRow>;
 
+const countRow = z.object({ n: count });
+const foldedInput = z.strictObject({ from: instantInput, to: instantInput, upTo: z.union([bigintId, z.bigint().transform(String)]) });
+
+// The ids drawn past the watermark. pg_sequence_last_value is a node-local primitive that
+// belongs in a named SQL function (as in rollup_status, which also scans the pending tail,
+// too much for a progress total): until one exists, it is read only here.
+const ESTIMATE_PENDING_SQL = `select greatest(0, coalesce(pg_sequence_last_value(pg_get_serial_sequence('tally.events', 'id')::regclass), 0) - s.watermark) as n
+   from tally.rollup_state s`;
+
+const FOLDED_EVENTS_SQL = `select count(*) as n from tally.events e
+  where e.occurred_at >= $1::timestamptz and e.occurred_at < $2::timestamptz and e.id <= $3::bigint
+    and not exists (select 1 from tally.event_voids v where v.account_id = e.account_id and v.event_id = e.id)`;
+
 export function rollupsApi(q: Queryable) {
   return {
+    /**
+     * An upper bound of the events past the watermark, without scanning them: the ids drawn
+     * since (some never become events: rolled back). For progress displays; exact counts
+     * come from rollupStatus().pendingEvents.
+     */
+    async estimatePendingEvents(): Promise<number> {
+      const [row] = await selectRows(q, 'estimatePendingEvents', ESTIMATE_PENDING_SQL, [], countRow);
+      return row?.n ?? 0;
+    },
+
+    /**
+     * The folded (id at most `upTo`), not voided events that occurred in [from, to): what a
+     * recompute of that range rebuilt from. One count over the range's raw events (for
+     * progress displays, a chunk at a time).
+     */
+    async countFoldedEvents(input: z.input<typeof foldedInput>): Promise<number> {
+      const p = parseInput('countFoldedEvents', foldedInput, input);
+      const [row] = await selectRows(q, 'countFoldedEvents', FOLDED_EVENTS_SQL, [p.from, p.to, p.upTo], countRow);
+      return row?.n ?? 0;
+    },
+
     /**
      * Folds the events committed since the watermark into usage_hourly, usage_daily and
      * usage_monthly (at most maxEvents ids, default setting rollups.chunk_events), exactly

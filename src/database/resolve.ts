@@ -39,14 +39,30 @@ export async function resolveDatabase(config: TallyConfig, log?: (line: string) 
   };
 }
 
-/** One connected client; a refused connection is a TallyError `database_unreachable`. */
+/** SQLSTATEs of a refused login: invalid_authorization_specification (no such role, no pg_hba entry), invalid_password. */
+const LOGIN_FAILED = new Set(['28000', '28P01']);
+
+/**
+ * A failed connection attempt as a TallyError: `database_auth_failed` when the server
+ * refused the login (no such role, wrong password, no pg_hba.conf entry), otherwise
+ * `database_unreachable` (refused, no answer, no such database).
+ */
+export function connectionFailure(err: unknown): TallyError {
+  const sqlstate = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  if (typeof sqlstate === 'string' && LOGIN_FAILED.has(sqlstate)) {
+    return new TallyError('database_auth_failed', `the database refused the login: ${errorMessage(err)}`, { cause: err });
+  }
+  return new TallyError('database_unreachable', `cannot connect to the database: ${errorMessage(err)}`, { cause: err });
+}
+
+/** One connected client; a failed connection is a TallyError (`database_unreachable` or `database_auth_failed`). */
 export async function connectClient(connectionString: string, applicationName: string): Promise<pg.Client> {
   const client = new pg.Client({ connectionString, application_name: applicationName });
   client.on('error', () => undefined);
   try {
     await client.connect();
   } catch (err) {
-    throw new TallyError('database_unreachable', `cannot connect to the database: ${errorMessage(err)}`, { cause: err });
+    throw connectionFailure(err);
   }
   return client;
 }

@@ -24,8 +24,20 @@ function parseError(cron: string): string | undefined {
     CronExpressionParser.parse(cron, { tz: 'UTC', strict: false });
     return undefined;
   } catch (err) {
-    return errorMessage(err);
+    return plainCronError(errorMessage(err));
   }
+}
+
+/** cron-parser's message in plain words (its own text is kept for any message not known here). */
+function plainCronError(message: string): string {
+  let m: RegExpExecArray | null;
+  if ((m = /got value (\S+) expected range (\d+)-(\d+)/.exec(message))) return `must be ${m[2]} to ${m[3]} (got ${m[1]})`;
+  if ((m = /got range (\S+) expected range (\d+)-(\d+)/.exec(message))) return `a range must stay within ${m[2]} to ${m[3]} (got ${m[1]})`;
+  if (/cannot repeat at every 0 time/.test(message)) return 'a step (/N) must be at least 1';
+  if ((m = /Invalid characters, got value: (.*)$/.exec(message))) return `must be a number, a range (1-5), a list (1,3) or a step (*/5) (got ${m[1]})`;
+  if ((m = /Invalid range: (\S+), min\((\d+)\) > max\((\d+)\)/.exec(message))) return `a range must go upwards (got ${m[1]})`;
+  if (/Invalid explicit day of month definition/.test(message)) return 'the day of month never occurs in the month given (e.g. 31 in February)';
+  return message;
 }
 
 /** The longest cron tally.job_schedules stores (its CHECK). */

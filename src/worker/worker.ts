@@ -5,8 +5,10 @@
  * only decides when it runs. Queues use the `stately` policy: at most one job waiting and
  * one running per queue, so a worker that was down does not come back to a pile-up.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { PgBoss } from 'pg-boss';
+import { createPool } from '../database/pool.ts';
+import { connectClient } from '../database/resolve.ts';
 import { withTransaction } from '../database/transaction.ts';
 import { errorMessage } from '../errors.ts';
 import { isTransient } from '../client/errors.ts';
@@ -183,10 +185,8 @@ function recordArgs(job: ScheduledJob, startedAt: Date, result: unknown, failure
 /** Cancels the queries of jobs still running (they then record themselves as failed). */
 async function cancelRunning(connectionString: string, running: Set<number>): Promise<void> {
   if (running.size === 0) return;
-  const client = new pg.Client({ connectionString, application_name: WORKER_NAME });
-  client.on('error', () => undefined);
+  const client = await connectClient(connectionString, WORKER_NAME);
   try {
-    await client.connect();
     await client.query('select pg_cancel_backend(pid) from unnest($1::int[]) as pid', [[...running]]);
   } finally {
     await client.end().catch(() => undefined);
@@ -266,8 +266,7 @@ async function applySchedules(pool: pg.Pool, boss: PgBoss): Promise<void> {
 
 export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const log = options.log ?? (() => undefined);
-  const pool = new pg.Pool({ connectionString: options.connectionString, max: 2, application_name: WORKER_NAME });
-  pool.on('error', (err) => log(`worker pool: ${err.message}`));
+  const pool = createPool({ connectionString: options.connectionString, max: 2, applicationName: WORKER_NAME, onError: (err) => log(`worker pool: ${err.message}`) });
   const boss = createBoss(options.connectionString, 'worker');
   const running = new Set<number>();
   const offers: { stop(): void }[] = [];
@@ -363,8 +362,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
  * Returns the job's result; throws what the job raised.
  */
 export async function runJobNow(connectionString: string, job: ScheduledJob, log: (line: string) => void = () => undefined): Promise<unknown> {
-  const pool = new pg.Pool({ connectionString, max: 1, application_name: 'tally-run' });
-  pool.on('error', () => undefined);
+  const pool = createPool({ connectionString, max: 1, applicationName: 'tally-run' });
   try {
     return await runJob({ pool, running: new Set(), log, stopping: () => false }, job);
   } finally {
