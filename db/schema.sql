@@ -2444,6 +2444,30 @@ CREATE FUNCTION tally.latency_buckets() RETURNS integer[]
 COMMENT ON FUNCTION tally.latency_buckets() IS 'The lower bounds (ms) of latency histogram slots 1..41 of the rollups (width_bucket(latency_ms, latency_buckets()) is the slot, 0-based): slot 0 is [0, 1), slot k is [bounds[k], bounds[k+1]), slot 41 is >= 1482910 ms; from 4 ms on each bound is at most 1.5 times the one before (about sqrt(2) times from 16 ms on). Read percentiles with tally.histogram_percentile: the nearest-rank percentile within 17.2 %, exact below 4 ms.';
 
 --
+-- Name: pending_events_estimate(); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally.pending_events_estimate() RETURNS bigint
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  IF NOT tally._caller_is_service() THEN
+    PERFORM tally._raise('forbidden', 'pending_events_estimate: service callers only');
+  END IF;
+  RETURN greatest(0,
+    coalesce(pg_catalog.pg_sequence_last_value(pg_catalog.pg_get_serial_sequence('tally.events', 'id')::pg_catalog.regclass), 0)
+    - (SELECT s.watermark FROM tally.rollup_state s));
+END
+$$;
+
+--
+-- Name: FUNCTION pending_events_estimate(); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally.pending_events_estimate() IS 'An upper bound of the events past the rollups'' watermark, read from the events'' id sequence without scanning them (ids of rolled-back inserts count too): for progress displays. tally.rollup_status() counts them exactly. Service callers only.';
+
+--
 -- Name: purge_idempotency_keys(); Type: FUNCTION; Schema: tally; Owner: -
 --
 
@@ -6161,6 +6185,13 @@ GRANT ALL ON FUNCTION tally.import_events(p_events jsonb, p_source text, p_first
 REVOKE ALL ON FUNCTION tally.latency_buckets() FROM PUBLIC;
 GRANT ALL ON FUNCTION tally.latency_buckets() TO authenticated;
 GRANT ALL ON FUNCTION tally.latency_buckets() TO service_role;
+
+--
+-- Name: FUNCTION pending_events_estimate(); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally.pending_events_estimate() FROM PUBLIC;
+GRANT ALL ON FUNCTION tally.pending_events_estimate() TO service_role;
 
 --
 -- Name: FUNCTION purge_idempotency_keys(); Type: ACL; Schema: tally; Owner: -

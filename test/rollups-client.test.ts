@@ -146,6 +146,21 @@ describe('rollup wrappers', () => {
     const member = await createUser(db.pool);
     await expect(as(db.pool, user(member), (c) => tally.using(c).rollupStatus())).rejects.toMatchObject({ sqlstate: '42501' });
     await expect(as(db.pool, user(member), (c) => tally.using(c).runRollups())).rejects.toBeInstanceOf(ForbiddenError);
+    await expect(as(db.pool, user(member), (c) => tally.using(c).estimatePendingEvents())).rejects.toBeInstanceOf(ForbiddenError);
+  });
+
+  it('estimatePendingEvents bounds the pending tail from above without scanning it, for the service role too', async () => {
+    await drain();
+    expect(await tally.estimatePendingEvents()).toBe(0);
+    const account = (await tally.createAccount({ name: 'Estimate' })).id;
+    await tally.recordEvents(Array.from({ length: 7 }, () => ({ accountId: account, eventType: 'api_call' })));
+    const { rows } = await db.pool.query('select count(*)::int as n from tally.events where id > (select watermark from tally.rollup_state)');
+    // as the service role, which may not read the id sequence itself
+    const estimate = await as(db.pool, { role: 'service_role' }, (c) => tally.using(c).estimatePendingEvents());
+    expect(estimate).toBeGreaterThanOrEqual(rows[0].n);
+    expect(rows[0].n).toBe(7);
+    await drain();
+    expect(await tally.estimatePendingEvents()).toBe(0);
   });
 
   it('money stays exact even when the app parses numeric as float globally', async () => {

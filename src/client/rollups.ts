@@ -75,7 +75,7 @@ const HISTOGRAM_METRIC = 'latency_hist';
 export const snakeToCamel = (name: string): string => name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 export const camelToSnake = (name: string): string => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
-/** The metrics of one aggregate row (tally._usage_metrics), camelCase. A metric a later schema adds is kept under its camelCase name. */
+/** The metrics of one aggregate row (the metrics of tally._rollup_metrics()), camelCase. A metric a later schema adds is kept under its camelCase name. */
 export interface UsageMetrics {
   requests: number;
   successful: number;
@@ -240,9 +240,6 @@ const foldedInput = z.strictObject({ from: instantInput, to: instantInput, upTo:
 // The ids drawn past the watermark. pg_sequence_last_value is a node-local primitive that
 // belongs in a named SQL function (as in rollup_status, which also scans the pending tail,
 // too much for a progress total): until one exists, it is read only here.
-const ESTIMATE_PENDING_SQL = `select greatest(0, coalesce(pg_sequence_last_value(pg_get_serial_sequence('tally.events', 'id')::regclass), 0) - s.watermark) as n
-   from tally.rollup_state s`;
-
 const FOLDED_EVENTS_SQL = `select count(*) as n from tally.events e
   where e.occurred_at >= $1::timestamptz and e.occurred_at < $2::timestamptz and e.id <= $3::bigint
     and not exists (select 1 from tally.event_voids v where v.account_id = e.account_id and v.event_id = e.id)`;
@@ -255,8 +252,7 @@ export function rollupsApi(q: Queryable) {
      * come from rollupStatus().pendingEvents.
      */
     async estimatePendingEvents(): Promise<number> {
-      const [row] = await selectRows(q, 'estimatePendingEvents', ESTIMATE_PENDING_SQL, [], countRow);
-      return row?.n ?? 0;
+      return callValue(q, 'pending_events_estimate', [], count);
     },
 
     /**
