@@ -21,7 +21,7 @@ import {
 } from '../worker/overrides.ts';
 import { SCHEDULED_JOBS, type ScheduledJob } from '../worker/jobs.ts';
 import { ago, readJobRuns } from '../worker/status.ts';
-import { bossInstalled, withObserver } from '../worker/worker.ts';
+import { bossInstalled, withObserver } from '../worker/boss.ts';
 import type { Command } from 'commander';
 import { withDatabase } from './context.ts';
 import { jsonOnly, parseOptions } from './options.ts';

@@ -9,7 +9,7 @@ import { errorMessage } from '../errors.ts';
 import { migrationFiles, readSchemaVersion } from '../database/migrate.ts';
 import { JOB_SCHEDULES_VERSION, pendingChange, readSchedules, type JobSchedule, type ScheduleSource } from './overrides.ts';
 import { SCHEDULED_JOBS } from './jobs.ts';
-import { INSTANCE_STALE_BEATS, WORKER_NAME, bossInstalled, withObserver } from './worker.ts';
+import { INSTANCE_STALE_BEATS, WORKER_NAME, bossInstalled, withObserver } from './boss.ts';
 
 export interface JobStatus {
   name: string;
