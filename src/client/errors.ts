@@ -7,6 +7,7 @@
  * (connection lost, server restarting, serialization conflicts).
  */
 import { TallyError } from '../errors.ts';
+import { isClientAuthFailure } from '../database/closing-client.ts';
 
 export interface DatabaseErrorInit {
   sqlstate?: string | undefined;
@@ -245,6 +246,8 @@ export function toTallyError(err: unknown): TallyError {
   if (!sqlstate && ((rawCode && TRANSIENT_SOCKET_CODES.has(rawCode)) || TRANSIENT_MESSAGES.test(message))) {
     return new ConnectionError('connection_error', message, init);
   }
+  // pg's own refusal to answer a password request (no password in the URL)
+  if (!sqlstate && isClientAuthFailure(err)) return new DatabaseError('database_auth_failed', message, init);
   // A Tally code this version does not know yet still reaches the caller as the code.
   return new DatabaseError(tallyCode ?? (sqlstate ? 'database_error' : 'client_error'), message, init);
 }

@@ -5,6 +5,7 @@
  * application_name, visible in pg_stat_activity.
  */
 import pg from 'pg';
+import { ClosingClient } from './closing-client.ts';
 import { connectionFailure } from './resolve.ts';
 
 export interface PoolOptions {
@@ -22,6 +23,7 @@ export interface PoolOptions {
 /** A pool that connects lazily, on its first query. */
 export function createPool(options: PoolOptions): pg.Pool {
   const pool = new pg.Pool({
+    Client: ClosingClient,
     connectionString: options.connectionString,
     application_name: options.applicationName,
     max: options.max,

@@ -6,6 +6,7 @@ import pg from 'pg';
 import { redactUrl, type TallyConfig } from './config.ts';
 import { startEmbedded } from './embedded.ts';
 import { TallyError, errorMessage } from '../errors.ts';
+import { ClosingClient, isClientAuthFailure } from './closing-client.ts';
 
 export interface ResolvedDatabase {
   connectionString: string;
@@ -52,12 +53,15 @@ export function connectionFailure(err: unknown): TallyError {
   if (typeof sqlstate === 'string' && LOGIN_FAILED.has(sqlstate)) {
     return new TallyError('database_auth_failed', `the database refused the login: ${errorMessage(err)}`, { cause: err });
   }
+  if (isClientAuthFailure(err)) {
+    return new TallyError('database_auth_failed', `the database asks for a password and the connection URL has none (${errorMessage(err)})`, { cause: err });
+  }
   return new TallyError('database_unreachable', `cannot connect to the database: ${errorMessage(err)}`, { cause: err });
 }
 
 /** One connected client; a failed connection is a TallyError (`database_unreachable` or `database_auth_failed`). */
 export async function connectClient(connectionString: string, applicationName: string): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString, application_name: applicationName });
+  const client = new ClosingClient({ connectionString, application_name: applicationName });
   client.on('error', () => undefined);
   try {
     await client.connect();
