@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { createAccount, recordEvents } from './helpers/ledger.ts';
 import { as, createUser, user } from './helpers/personas.ts';
+import { seededRandom } from '../src/seeded-random.ts';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -16,17 +17,6 @@ afterAll(async () => {
   await db?.drop();
 });
 
-/** mulberry32: a small seeded PRNG, so the data is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const FRACTIONS = ['0', '0.01', '0.1', '0.25', '0.5', '0.75', '0.9', '0.95', '0.99', '0.999', '1'];
 const DOCUMENTED_BOUND = 0.172; // "within 17.2 %" in docs/sql-api.md and the function's comment
@@ -42,7 +32,7 @@ describe('histogram_percentile', () => {
   });
 
   it('is within the bound of the nearest-rank percentile on every day of realistic traffic (75 to 210 requests a day)', async () => {
-    const random = prng(20261201);
+    const random = seededRandom(20261201);
     const accounts = [
       await createAccount(db.pool, 'Fast API', null, 'UTC'),
       await createAccount(db.pool, 'LLM app', null, 'Asia/Kolkata'),

@@ -27,6 +27,7 @@ import { importFile } from '../../src/ingest/import.ts';
 import { runMigrations } from '../../src/database/migrate.ts';
 import { UsageTracker } from '../../src/ingest/tracker.ts';
 import { median, type BenchResult, type BenchSuite } from '../lib.ts';
+import { seededRandom } from '../../src/seeded-random.ts';
 
 const EVENTS = Number(process.env.BENCH_INGEST_EVENTS ?? 200_000);
 const SINGLE = Math.min(EVENTS, Number(process.env.BENCH_INGEST_SINGLE ?? 2_000));
@@ -42,21 +43,10 @@ interface Tenants {
   keys: Map<string, string>;
 }
 
-/** A deterministic pseudo-random sequence, so every run generates the same events. */
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** A realistic mix: api_request 50 %, llm_call 35 %, file_upload 15 %; 30 % name only their API key. */
 function generateEvents(n: number, tenants: Tenants): WireEvent[] {
-  const rnd = random(42);
+  const rnd = seededRandom(42);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(rnd() * items.length)]!;
   const keys = [...tenants.keys.keys()];
   const now = Date.now();

@@ -6,6 +6,7 @@
  * of them answered from a cache), busier on local working hours and weekdays, growing
  * over the month; a price table for the models; and five items the validator refuses.
  */
+import { seededRandom } from '../seeded-random.ts';
 
 export interface DemoAccount {
   externalId: string;
@@ -42,17 +43,6 @@ const DAY_MS = 86_400_000;
 /** A wire event (snake_case, as record_events takes it). */
 export type WireEvent = Record<string, unknown>;
 
-/** mulberry32: a small, fast, seeded generator; good enough for demo data. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function seedOf(text: string): number {
   let h = 2166136261;
@@ -127,7 +117,7 @@ export function demoEvents(account: DemoAccount, accountId: string, anchor: Date
   const events: { at: number; event: WireEvent }[] = [];
   const windowStart = anchor.getTime() - DEMO_DAYS * DAY_MS;
   for (let day = 0; day < DEMO_DAYS; day++) {
-    const r = rng(seedOf(`tally-demo:${account.externalId}:${day}`));
+    const r = seededRandom(seedOf(`tally-demo:${account.externalId}:${day}`));
     const dayStart = windowStart + day * DAY_MS;
     const offset = offsetMinutes(account.timezone, new Date(dayStart + DAY_MS / 2));
     const localWeekday = new Date(dayStart + DAY_MS / 2 + offset * 60_000).getUTCDay();
