@@ -1399,6 +1399,7 @@ DECLARE
   v_from      timestamptz[];
   v_to        timestamptz[];
   v_keys      text[];
+  v_refused   text;
 BEGIN
   FOREACH v_grain IN ARRAY ARRAY['hourly', 'daily', 'monthly'] LOOP
     -- the UTC time range that holds each bucket's events: an hour, or a local day or month
@@ -1419,6 +1420,24 @@ BEGIN
     v_counts := v_counts || jsonb_build_object(v_grain, coalesce(cardinality(v_accounts), 0));
     CONTINUE WHEN v_accounts IS NULL;
 
+    -- A bucket is rebuilt whole from its raw events, so none may start before the raw
+    -- events' retention cutoff: retention drops whole UTC months, and a local day or month
+    -- of an account outside UTC can span two; rebuilt from the surviving partition, it would
+    -- lose the rest for good. Buckets past their own grain's retention are not recreated by
+    -- the fold, so only those that would be are checked. (range_from is widened by a day.)
+    SELECT format('%s bucket %s of account %s', v_grain, t.bucket, t.account_id) INTO v_refused
+    FROM unnest(v_accounts, v_from, v_keys) AS t(account_id, range_from, bucket)
+    WHERE CASE v_grain WHEN 'hourly' THEN t.range_from ELSE t.range_from + interval '1 day' END
+          < tally._retention_floor('events')
+      AND CASE v_grain WHEN 'hourly' THEN t.range_from ELSE t.range_from + interval '1 day' END
+          >= tally._retention_floor(v_grain)
+    LIMIT 1;
+    IF v_refused IS NOT NULL THEN
+      PERFORM tally._raise('past_retention',
+        format('the %s starts before %s, where raw events past retention (setting retention.events) may be gone: it cannot be rebuilt from them',
+               v_refused, tally._retention_floor('events')));
+    END IF;
+
     EXECUTE format(
       'DELETE FROM tally.%I u USING unnest($2, $3, $4) AS k(grain, account_id, bucket)
         WHERE k.grain = $1 AND u.account_id = k.account_id AND u.bucket = k.bucket::%s',
@@ -1434,7 +1453,7 @@ $_$;
 -- Name: FUNCTION _rebuild_rollups(p_grains text[], p_accounts uuid[], p_buckets text[]); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._rebuild_rollups(p_grains text[], p_accounts uuid[], p_buckets text[]) IS 'Deletes the aggregate rows of the given buckets (parallel arrays grain, account_id, bucket text) and folds their events again (id <= watermark, not voided). Returns {hourly, daily, monthly} bucket counts. Callers hold the rollups'' lock.';
+COMMENT ON FUNCTION tally._rebuild_rollups(p_grains text[], p_accounts uuid[], p_buckets text[]) IS 'Deletes the aggregate rows of the given buckets (parallel arrays grain, account_id, bucket text) and folds their events again (id <= watermark, not voided). Refuses (past_retention) a bucket starting before the raw events'' retention cutoff that the fold would recreate, since some of its events may be gone. Returns {hourly, daily, monthly} bucket counts. Callers hold the rollups'' lock.';
 
 --
 -- Name: _reject_sqlstate(text); Type: FUNCTION; Schema: tally; Owner: -
@@ -2742,14 +2761,6 @@ BEGIN
   IF p_from IS NULL OR p_to IS NULL OR p_from >= p_to THEN
     PERFORM tally._raise('invalid_parameter', '22023', format('from, to: need from < to (got %s, %s)', p_from, p_to));
   END IF;
-  -- A bucket is rebuilt whole from its raw events: a daily or monthly bucket (account time
-  -- zone) that reaches into a partition retention has dropped would be rebuilt from part of
-  -- its events, and lose the rest for good. Monthly buckets reach back at most 32 days.
-  IF p_from < tally._retention_floor('events') + interval '32 days' THEN
-    PERFORM tally._raise('past_retention', '22023',
-      format('from: must be at least 32 days after %s, where raw events past retention (setting retention.events) may be gone; the aggregates there cannot be rebuilt',
-             tally._retention_floor('events')));
-  END IF;
   PERFORM tally._require_read_committed('reprice');
   -- Wait for a running rollup, and keep new ones out until this transaction ends: the
   -- watermark must not move between the update and the rebuild.
@@ -2826,7 +2837,7 @@ $$;
 -- Name: FUNCTION reprice(p_from timestamp with time zone, p_to timestamp with time zone); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.reprice(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Recomputes cost_usd and potential_cost_usd of the LLM events with occurred_at in [p_from, p_to) from tally.model_prices, for the values Tally computed (never a cost the caller gave), and in the same transaction rebuilds exactly the hourly, daily and monthly buckets the changed events were counted in, so the aggregates and live views stay exact (a run_rollups meanwhile returns skipped and the next one goes on). Refuses a range starting less than 32 days after the retention cutoff of raw events (past_retention), where buckets can no longer be rebuilt whole. Returns {repriced: n events changed, from, to, rebuilt_buckets: {hourly, daily, monthly}}. Needs READ COMMITTED. Service callers only.';
+COMMENT ON FUNCTION tally.reprice(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Recomputes cost_usd and potential_cost_usd of the LLM events with occurred_at in [p_from, p_to) from tally.model_prices, for the values Tally computed (never a cost the caller gave), and in the same transaction rebuilds exactly the hourly, daily and monthly buckets the changed events were counted in, so the aggregates and live views stay exact (a run_rollups meanwhile returns skipped and the next one goes on). Refuses (past_retention, nothing changed) when a bucket to rebuild starts before the retention cutoff of raw events, since it can no longer be rebuilt whole. Returns {repriced: n events changed, from, to, rebuilt_buckets: {hourly, daily, monthly}}. Needs READ COMMITTED. Service callers only.';
 
 --
 -- Name: revoke_api_key(uuid); Type: FUNCTION; Schema: tally; Owner: -
@@ -3441,9 +3452,9 @@ BEGIN
     PERFORM tally._raise('invalid_parameter', '22023', format('window: must be more than 0 and at most 90 days (got %s)', p_window));
   END IF;
   v_since := date_trunc('hour', now() - p_window);
-  -- The folded hours through the partial index, plus the tail past the watermark (the
-  -- watermark goes into the statement as a constant, as in tally.events_tail, so the tail
-  -- is read through the id index). One statement, one snapshot: no event is in both.
+  -- The folded hours through the partial index, plus the unfolded tail (tally.events_tail,
+  -- the one definition of it the live views use too). One statement, one snapshot: no event
+  -- is in both. The unpriced condition is the metric list's own.
   RETURN QUERY EXECUTE format($q$
     SELECT x.provider, x.model, sum(x.n)::bigint, count(DISTINCT x.account_id), max(x.hour)
     FROM (
@@ -3452,14 +3463,11 @@ BEGIN
       WHERE u.unpriced > 0 AND u.bucket >= $1
       UNION ALL
       SELECT e.provider, e.model, e.account_id, 1, date_trunc('hour', e.occurred_at)
-      FROM tally.events e
-      WHERE e.id > %s AND e.occurred_at >= $1
-        AND %s = 1
-        AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+      FROM tally.events_tail() e
+      WHERE e.occurred_at >= $1 AND %s = 1
     ) x
     GROUP BY 1, 2
     ORDER BY 3 DESC, 1, 2$q$,
-    (SELECT s.watermark FROM tally.rollup_state s),
     (SELECT m.event_value FROM tally._rollup_metrics() m WHERE m.name = 'unpriced'))
   USING v_since;
 END
@@ -3720,14 +3728,6 @@ BEGIN
   IF v_missing IS NOT NULL THEN
     PERFORM tally._raise('event_not_found', 'P0002', format('event_ids: no events %s', v_missing));
   END IF;
-  -- A bucket is rebuilt whole from its raw events: one that reaches into a partition
-  -- retention has dropped would keep only part of its events. Monthly buckets (account
-  -- time zone) reach back at most 32 days, as recompute_rollups and reprice check too.
-  IF EXISTS (SELECT 1 FROM unnest(v_times) AS t(occurred_at) WHERE t.occurred_at < tally._retention_floor('events') + interval '32 days') THEN
-    PERFORM tally._raise('past_retention', '22023',
-      format('event_ids: an event occurred less than 32 days after %s, where raw events past retention (setting retention.events) may be gone; its aggregates cannot be rebuilt',
-             tally._retention_floor('events')));
-  END IF;
 
   -- new voids only: voiding twice keeps the first who/when/why
   WITH inserted AS (
@@ -3765,7 +3765,7 @@ $$;
 -- Name: FUNCTION void_events(p_event_ids bigint[], p_reason text); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.void_events(p_event_ids bigint[], p_reason text) IS 'Takes events out of every aggregate, for a reason (1 to 1000 characters): records who, when and why in tally.event_voids (the events stay in tally.events) and rebuilds exactly the hourly, daily and monthly buckets they had been counted in. Voiding twice keeps the first record. Returns {voided, already_void, rebuilt_buckets}. Errors: invalid_parameter (22023), event_not_found (P0002), past_retention (22023) for an event less than 32 days after the raw events'' retention cutoff, whose buckets cannot be rebuilt whole. Service callers only.';
+COMMENT ON FUNCTION tally.void_events(p_event_ids bigint[], p_reason text) IS 'Takes events out of every aggregate, for a reason (1 to 1000 characters): records who, when and why in tally.event_voids (the events stay in tally.events) and rebuilds exactly the hourly, daily and monthly buckets they had been counted in. Voiding twice keeps the first record. Returns {voided, already_void, rebuilt_buckets}. Errors: invalid_parameter (22023), event_not_found (P0002), past_retention (22023, nothing voided) when a bucket to rebuild starts before the raw events'' retention cutoff. Service callers only.';
 
 --
 -- Name: _hist_agg(integer, bigint); Type: AGGREGATE; Schema: tally; Owner: -

@@ -1,9 +1,9 @@
 /**
- * Corrections rebuild whole buckets from raw events, so none may touch a bucket that can
- * reach into a partition retention may have dropped: a daily or monthly bucket of an
- * account outside UTC spans two UTC-month partitions, and rebuilding it from the survivors
- * would lose the rest for good. reprice and void_events refuse such ranges and events
- * (past_retention) as recompute_rollups does, and stay usable on recent data.
+ * Corrections rebuild whole buckets from raw events (tally._rebuild_rollups), so none may
+ * rebuild a bucket that starts before the raw events' retention cutoff: a daily or monthly
+ * bucket of an account outside UTC spans two UTC-month partitions, and rebuilt from the
+ * survivors it would lose the rest for good. reprice and void_events refuse that
+ * (past_retention) and change nothing, and stay usable on recent data.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
@@ -33,11 +33,13 @@ afterAll(async () => {
 });
 
 describe('corrections near the retention cutoff', () => {
-  it('reprice refuses a range starting less than 32 days after the cutoff, and reprices recent events', async () => {
+  it('reprice refuses a range whose events sit in buckets older than the cutoff, and reprices recent events', async () => {
     await db.pool.query(
       "select * from tally.set_model_price(p_provider => 'p', p_model => 'unpriced-yet', p_input_usd_per_mtok => 1, p_output_usd_per_mtok => 1, p_effective_from => now() - interval '100 days')",
     );
-    await expect(db.pool.query("select tally.reprice(now() - interval '20 days', now())")).rejects.toMatchObject({ code: '22023', hint: 'past_retention' });
+    await expect(db.pool.query("select tally.reprice(now() - interval '70 days', now())")).rejects.toMatchObject({ code: '22023', hint: 'past_retention' });
+    // refused whole: not even the recent event was repriced
+    expect((await db.pool.query('select count(*)::int as n from tally.events where account_id = $1 and cost_usd is not null', [account])).rows[0].n).toBe(0);
     const monthlyBefore = (await db.pool.query('select sum(requests)::int as n from tally.usage_monthly where account_id = $1', [account])).rows[0].n;
 
     const { rows } = await db.pool.query("select tally.reprice(now() - interval '5 days', now()) as r");
@@ -48,7 +50,7 @@ describe('corrections near the retention cutoff', () => {
     expect((await db.pool.query("select * from tally.verify_rollups(now() - interval '7 days', now() + interval '1 day')")).rows).toEqual([]);
   });
 
-  it('void_events refuses an event less than 32 days after the cutoff, and voids a recent one', async () => {
+  it('void_events refuses an event counted in buckets older than the cutoff, and voids a recent one', async () => {
     await expect(db.pool.query("select tally.void_events(array[$1::bigint], 'test')", [oldId])).rejects.toMatchObject({ code: '22023', hint: 'past_retention' });
     expect((await db.pool.query('select count(*)::int as n from tally.event_voids where event_id = $1', [oldId])).rows[0].n).toBe(0);
 

@@ -43,8 +43,8 @@ describe('apply_retention', () => {
     expect(first.rejected_deleted).toBe(1);
 
     await call('select tally.run_rollups()');
-    // void_events refuses events this close to the retention cutoff (their buckets might
-    // reach into dropped partitions), so void it while retention still covers it
+    // void_events refuses an event whose buckets start before the retention cutoff (they may
+    // have lost raw events to dropped partitions), so void it while retention still covers it
     await expect(call('select tally.void_events($1::bigint[], $2)', [[oldIds[0].id], 'before retention'])).rejects.toMatchObject({ hint: 'past_retention' });
     await setSetting(db.pool, 'retention.events', '100 years');
     await call('select tally.void_events($1::bigint[], $2)', [[oldIds[0].id], 'before retention']);

@@ -77,9 +77,9 @@ BEGIN
     PERFORM tally._raise('invalid_parameter', '22023', format('window: must be more than 0 and at most 90 days (got %s)', p_window));
   END IF;
   v_since := date_trunc('hour', now() - p_window);
-  -- The folded hours through the partial index, plus the tail past the watermark (the
-  -- watermark goes into the statement as a constant, as in tally.events_tail, so the tail
-  -- is read through the id index). One statement, one snapshot: no event is in both.
+  -- The folded hours through the partial index, plus the unfolded tail (tally.events_tail,
+  -- the one definition of it the live views use too). One statement, one snapshot: no event
+  -- is in both. The unpriced condition is the metric list's own.
   RETURN QUERY EXECUTE format($q$
     SELECT x.provider, x.model, sum(x.n)::bigint, count(DISTINCT x.account_id), max(x.hour)
     FROM (
@@ -88,14 +88,11 @@ BEGIN
       WHERE u.unpriced > 0 AND u.bucket >= $1
       UNION ALL
       SELECT e.provider, e.model, e.account_id, 1, date_trunc('hour', e.occurred_at)
-      FROM tally.events e
-      WHERE e.id > %s AND e.occurred_at >= $1
-        AND %s = 1
-        AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+      FROM tally.events_tail() e
+      WHERE e.occurred_at >= $1 AND %s = 1
     ) x
     GROUP BY 1, 2
     ORDER BY 3 DESC, 1, 2$q$,
-    (SELECT s.watermark FROM tally.rollup_state s),
     (SELECT m.event_value FROM tally._rollup_metrics() m WHERE m.name = 'unpriced'))
   USING v_since;
 END

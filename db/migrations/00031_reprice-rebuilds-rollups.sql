@@ -12,8 +12,8 @@
 -- rollups had folded (id <= watermark, not voided). Changed events past the watermark are
 -- folded with their new cost by the next run; the live views read them raw meanwhile.
 -- Hourly and daily buckets past their own retention are not recreated, as in recompute.
--- A range starting less than 32 days after the raw events' retention cutoff is refused
--- (past_retention), as recompute refuses it: the buckets there may have lost raw events.
+-- A bucket that may have lost raw events to retention is refused by the rebuild
+-- (past_retention), and the whole reprice with it.
 
 CREATE OR REPLACE FUNCTION tally.reprice(p_from timestamptz, p_to timestamptz) RETURNS jsonb
   LANGUAGE plpgsql
@@ -36,14 +36,6 @@ BEGIN
   END IF;
   IF p_from IS NULL OR p_to IS NULL OR p_from >= p_to THEN
     PERFORM tally._raise('invalid_parameter', '22023', format('from, to: need from < to (got %s, %s)', p_from, p_to));
-  END IF;
-  -- A bucket is rebuilt whole from its raw events: a daily or monthly bucket (account time
-  -- zone) that reaches into a partition retention has dropped would be rebuilt from part of
-  -- its events, and lose the rest for good. Monthly buckets reach back at most 32 days.
-  IF p_from < tally._retention_floor('events') + interval '32 days' THEN
-    PERFORM tally._raise('past_retention', '22023',
-      format('from: must be at least 32 days after %s, where raw events past retention (setting retention.events) may be gone; the aggregates there cannot be rebuilt',
-             tally._retention_floor('events')));
   END IF;
   PERFORM tally._require_read_committed('reprice');
   -- Wait for a running rollup, and keep new ones out until this transaction ends: the
@@ -117,6 +109,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tally.reprice(timestamptz, timestamptz) IS
-  'Recomputes cost_usd and potential_cost_usd of the LLM events with occurred_at in [p_from, p_to) from tally.model_prices, for the values Tally computed (never a cost the caller gave), and in the same transaction rebuilds exactly the hourly, daily and monthly buckets the changed events were counted in, so the aggregates and live views stay exact (a run_rollups meanwhile returns skipped and the next one goes on). Refuses a range starting less than 32 days after the retention cutoff of raw events (past_retention), where buckets can no longer be rebuilt whole. Returns {repriced: n events changed, from, to, rebuilt_buckets: {hourly, daily, monthly}}. Needs READ COMMITTED. Service callers only.';
+  'Recomputes cost_usd and potential_cost_usd of the LLM events with occurred_at in [p_from, p_to) from tally.model_prices, for the values Tally computed (never a cost the caller gave), and in the same transaction rebuilds exactly the hourly, daily and monthly buckets the changed events were counted in, so the aggregates and live views stay exact (a run_rollups meanwhile returns skipped and the next one goes on). Refuses (past_retention, nothing changed) when a bucket to rebuild starts before the retention cutoff of raw events, since it can no longer be rebuilt whole. Returns {repriced: n events changed, from, to, rebuilt_buckets: {hourly, daily, monthly}}. Needs READ COMMITTED. Service callers only.';
 REVOKE ALL ON FUNCTION tally.reprice(timestamptz, timestamptz) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION tally.reprice(timestamptz, timestamptz) TO service_role;
