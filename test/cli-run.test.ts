@@ -63,7 +63,7 @@ describe('tally run', () => {
     try {
       const result = await runCli(['run', 'tally-heartbeat'], cleanEnv({ DATABASE_URL: empty.url }));
       expect(result.code).toBe(1);
-      expect(result.stderr.trim()).toBe('error [schema_outdated]: the tally schema is not installed: run `tally migrate` first');
+      expect(result.stderr.trim()).toBe('error [schema_outdated]: Tally is not installed in this database: run `tally migrate` first');
     } finally {
       await empty.drop();
     }

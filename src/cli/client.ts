@@ -2,7 +2,7 @@
 import { createTally, type Tally } from '../client/client.ts';
 import { connectPool } from '../database/pool.ts';
 import type { ResolvedDatabase } from '../database/resolve.ts';
-import { withDatabase } from './context.ts';
+import { requireSchema, withDatabase } from './context.ts';
 
 /**
  * Runs `fn` with a client on the resolved database (one connection), then closes both.
@@ -10,10 +10,11 @@ import { withDatabase } from './context.ts';
  * and connects through the database layer (`database_unreachable`, `database_auth_failed`).
  */
 export function withTally<T>(fn: (tally: Tally, db: ResolvedDatabase) => Promise<T>): Promise<T> {
-  return withDatabase({ schema: true }, async (db) => {
+  return withDatabase({}, async (db) => {
     const pool = await connectPool({ connectionString: db.connectionString, applicationName: 'tally-cli', max: 1 });
     const tally = createTally({ pool });
     try {
+      await requireSchema(pool, 1);
       return await fn(tally, db);
     } finally {
       await pool.end().catch(() => undefined);

@@ -140,7 +140,7 @@ export function registerConnect(program: Command): void {
         'Exit codes: 0 psql succeeded, 1 psql is missing (psql_not_found) or failed (psql_failed), 2 bad usage.',
     )
     .action(async (args: string[]) => {
-      await withDatabase(false, async (db) => {
+      await withDatabase({}, async (db) => {
         const code = await runPsql(db.connectionString, args);
         if (code !== 0) throw new TallyError('psql_failed', `psql exited with code ${code}`);
       });

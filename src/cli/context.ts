@@ -1,4 +1,5 @@
 /** What every command shares: the stderr log line, exit codes, and the resolved database. */
+import type pg from 'pg';
 import { loadConfig } from '../database/config.ts';
 import { readSchemaVersion } from '../database/migrate.ts';
 import { connectClient, resolveDatabase, type ResolvedDatabase } from '../database/resolve.ts';
@@ -27,11 +28,9 @@ export interface DatabaseOptions {
 
 /**
  * Resolves the database (DATABASE_URL or the embedded server), checks the schema if asked,
- * runs `fn`, then stops an embedded server it started. `options` may be the old boolean
- * `verbose`.
+ * runs `fn`, then stops an embedded server it started.
  */
-export async function withDatabase<T>(options: boolean | undefined | DatabaseOptions, fn: (db: ResolvedDatabase) => Promise<T>): Promise<T> {
-  const o: DatabaseOptions = typeof options === 'object' ? options : { verbose: options };
+export async function withDatabase<T>(o: DatabaseOptions, fn: (db: ResolvedDatabase) => Promise<T>): Promise<T> {
   const db = await resolveDatabase(loadConfig(), o.verbose ? log : undefined, { create: o.create ?? false });
   try {
     if (o.schema) await requireSchema(db.connectionString, o.schema === true ? 1 : o.schema);
@@ -41,17 +40,17 @@ export async function withDatabase<T>(options: boolean | undefined | DatabaseOpt
   }
 }
 
-/** `schema_outdated` unless Tally's schema is installed at `minVersion` or later. */
-export async function requireSchema(connectionString: string, minVersion: number): Promise<number> {
-  const client = await connectClient(connectionString, 'tally-cli');
+/** `schema_outdated` unless Tally's schema is installed at `minVersion` or later, read on `q` or on a connection of its own. */
+export async function requireSchema(q: string | Pick<pg.ClientBase, 'query'>, minVersion: number): Promise<number> {
+  const client = typeof q === 'string' ? await connectClient(q, 'tally-cli') : undefined;
   try {
-    const version = await readSchemaVersion(client);
+    const version = await readSchemaVersion(client ?? (q as Pick<pg.ClientBase, 'query'>));
     if (version === undefined) throw new TallyError('schema_outdated', 'Tally is not installed in this database: run `tally migrate` first');
     if (version < minVersion) {
       throw new TallyError('schema_outdated', `the schema is at version ${version}; this command needs version ${minVersion}: run \`tally migrate\` first`);
     }
     return version;
   } finally {
-    await client.end().catch(() => undefined);
+    await client?.end().catch(() => undefined);
   }
 }

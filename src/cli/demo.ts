@@ -12,6 +12,8 @@ import type { Account } from '../client/accounts.ts';
 import type { Tally } from '../client/client.ts';
 import { ConflictError } from '../client/errors.ts';
 import { importEventsJson } from '../client/events.ts';
+import { count, decimal } from '../client/schemas.ts';
+import { selectRows } from '../client/sql.ts';
 import { TallyError } from '../errors.ts';
 import { formatTable, withTally } from './client.ts';
 import { log } from './context.ts';
@@ -95,11 +97,14 @@ export async function loadDemo(tally: Tally, connectionString: string, showProgr
   const ids = accounts.map((a) => a.account.id);
   // Idempotency keys are remembered for ingest.idempotency_retention (7 days): a run after
   // that would store the events again, so first count what a previous run stored.
-  const { rows } = await tally.pool.query<{ n: string }>(
+  const [stored] = await selectRows(
+    tally.pool,
+    'demo',
     "select count(*) as n from tally.events e where e.account_id = any($1::uuid[]) and e.idempotency_key like 'demo:%'",
     [ids],
+    countRow,
   );
-  const alreadyLoaded = Number(rows[0]?.n ?? 0) >= events.length;
+  const alreadyLoaded = (stored?.n ?? 0) >= events.length;
   let accepted = 0;
   let duplicates = 0;
   if (alreadyLoaded) {
@@ -128,16 +133,16 @@ export async function loadDemo(tally: Tally, connectionString: string, showProgr
   // the refused items: kept once each in rejected_events (they carry an account and a key)
   const refusals = demoRefusals(ids, anchor);
   const refused = await importEventsJson(tally.pool, JSON.stringify(refusals), DEMO_SOURCE, events.length + 1);
-  const kept = await tally.pool.query<{ n: string }>('select count(*) as n from tally.rejected_events where source = $1::text', [`import:${DEMO_SOURCE}`]);
+  const [kept] = await selectRows(tally.pool, 'demo', 'select count(*) as n from tally.rejected_events where source = $1::text', [`import:${DEMO_SOURCE}`], countRow);
 
   // last month's days went to the default partition: give them their partition
   await tally.ensurePartitions();
   say('folding into the rollups');
   const fold = await foldPending(connectionString, 500_000, () => undefined);
 
-  const totals = await tally.pool.query<{
-    account_id: string; api_calls: string; uploads: string; llm_calls: string; cached: string; cost_usd: string; saved_usd: string;
-  }>(
+  const totals = await selectRows(
+    tally.pool,
+    'demo',
     `select d.account_id,
             coalesce(sum(d.requests) filter (where d.event_type = 'api_call'), 0) as api_calls,
             coalesce(sum(d.requests) filter (where d.event_type = 'file_upload'), 0) as uploads,
@@ -149,8 +154,9 @@ export async function loadDemo(tally: Tally, connectionString: string, showProgr
       where d.account_id = any($1::uuid[])
       group by d.account_id`,
     [ids],
+    totalsRow,
   );
-  const byAccount = new Map(totals.rows.map((r) => [r.account_id, r]));
+  const byAccount = new Map(totals.map((r) => [r.account_id, r]));
 
   return {
     elapsedMs: Date.now() - started,
@@ -158,7 +164,7 @@ export async function loadDemo(tally: Tally, connectionString: string, showProgr
     accounts: accounts.map((a) => ({ id: a.account.id, externalId: a.spec.externalId, name: a.account.name, timezone: a.account.timezone, created: a.created })),
     prices,
     events: { generated: events.length, accepted, duplicates, alreadyLoaded },
-    refused: { sent: refusals.length, codes: refused.rejected.map((r) => r.code), keptInRejectedEvents: Number(kept.rows[0]?.n ?? 0), source: `import:${DEMO_SOURCE}` },
+    refused: { sent: refusals.length, codes: refused.rejected.map((r) => r.code), keptInRejectedEvents: kept?.n ?? 0, source: `import:${DEMO_SOURCE}` },
     rollups: { folded: fold.events, watermark: fold.watermark },
     totals: accounts.map((a) => {
       const t = byAccount.get(a.account.id);
@@ -166,16 +172,27 @@ export async function loadDemo(tally: Tally, connectionString: string, showProgr
         accountId: a.account.id,
         name: a.account.name,
         timezone: a.account.timezone,
-        apiCalls: Number(t?.api_calls ?? 0),
-        uploads: Number(t?.uploads ?? 0),
-        llmCalls: Number(t?.llm_calls ?? 0),
-        cachedCalls: Number(t?.cached ?? 0),
+        apiCalls: t?.api_calls ?? 0,
+        uploads: t?.uploads ?? 0,
+        llmCalls: t?.llm_calls ?? 0,
+        cachedCalls: t?.cached ?? 0,
         costUsd: t?.cost_usd ?? '0',
         savedUsd: t?.saved_usd ?? '0',
       };
     }),
   };
 }
+
+const countRow = z.object({ n: count });
+const totalsRow = z.object({
+  account_id: z.string(),
+  api_calls: count,
+  uploads: count,
+  llm_calls: count,
+  cached: count,
+  cost_usd: decimal,
+  saved_usd: decimal,
+});
 
 const int = (n: number) => n.toLocaleString('en-US');
 /** The last day of a window that ends (exclusive) at this UTC midnight. */

@@ -13,7 +13,7 @@ import { importFile } from '../ingest/import.ts';
 import { EVENT_FIELD_NAMES } from '../ingest/import-input.ts';
 import { EXIT_FAILURE, log, withDatabase } from './context.ts';
 import { parseOptions } from './options.ts';
-import { progressDisplay } from './progress.ts';
+import { progressDisplay, type ProgressDisplay } from './progress.ts';
 import { withStopSignal } from './signals.ts';
 
 /** Words joined by spaces into lines of at most `width` characters, each line indented. */
@@ -83,16 +83,11 @@ const count = (n: number) => n.toLocaleString('en-US');
 const megabytes = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
 const perSecond = (rows: number, ms: number) => (ms > 0 ? Math.round((rows / ms) * 1000) : 0);
 
-export interface ImportProgressDisplay {
-  update(progress: ImportProgress): void;
-  stop(): void;
-}
-
 /**
  * A bar (bytes read of the file's size when known, rows, rows/s) when `stream` is a
  * terminal; otherwise one line every `intervalMs`.
  */
-export function importProgressDisplay(stream: NodeJS.WriteStream, intervalMs = 10_000): ImportProgressDisplay {
+export function importProgressDisplay(stream: NodeJS.WriteStream, intervalMs = 10_000): ProgressDisplay<ImportProgress> {
   return progressDisplay<ImportProgress>({
     stream,
     intervalMs,
@@ -188,7 +183,7 @@ export function registerImport(program: Command): void {
       const options = parseOptions(importOptions, raw);
       if (file !== '-' && !fs.existsSync(file)) throw new UsageError(`${file}: no such file`);
       if (file === '-' && process.stdin.isTTY) log('reading events from the terminal; end with Ctrl-D');
-      await withDatabase(false, (db) => runImport(db, file, options));
+      await withDatabase({}, (db) => runImport(db, file, options));
     });
 }
 

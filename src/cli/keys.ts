@@ -12,7 +12,7 @@ import { instant, jsonOnly, parseOptions } from './options.ts';
 const createOptions = z.strictObject({
   account: uuid,
   name: z.string().trim().min(1, 'must not be empty').default('default'),
-  expiresAt: instant('--expires-at').optional(),
+  expiresAt: instant().optional(),
   json: z.boolean().optional(),
 });
 const listOptions = z.strictObject({ account: uuid.optional(), json: z.boolean().optional() });

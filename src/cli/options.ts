@@ -24,19 +24,16 @@ export function parseOptions<T extends z.ZodType>(schema: T, raw: unknown): z.in
   return parsed.data;
 }
 
-/**
- * A whole number of seconds between 1 and `max`. (`_name` is kept for callers written
- * when the message repeated it; the option's name now comes from parseOptions.)
- */
-export const seconds = (_name: string, max: number) =>
+/** A whole number of seconds between 1 and `max` (the option's name comes from parseOptions). */
+export const seconds = (max: number) =>
   z
     .string()
     .regex(/^\d+$/, 'must be a whole number of seconds')
     .transform(Number)
     .pipe(z.number().min(1, 'must be at least 1 second').max(max, `must be at most ${max} seconds`));
 
-/** An ISO 8601 time with an offset, as a Date. (`_name`: see `seconds`.) */
-export const instant = (_name?: string) =>
+/** An ISO 8601 time with an offset, as a Date. */
+export const instant = () =>
   z.iso
     .datetime({ offset: true, error: 'must be an ISO 8601 time with an offset, e.g. 2026-11-01T00:00:00Z' })
     .transform((v) => new Date(v));

@@ -124,8 +124,8 @@ export function formatRollupSummary(s: RollupSummary): string {
 
 const rollupOptions = z
   .strictObject({
-    from: instant('--from').optional(),
-    to: instant('--to').optional(),
+    from: instant().optional(),
+    to: instant().optional(),
     recompute: z.boolean().optional(),
     chunk: z
       .string()

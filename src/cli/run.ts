@@ -4,8 +4,6 @@
  */
 import type { Command } from 'commander';
 import { toTallyError } from '../client/errors.ts';
-import { readSchemaVersion } from '../database/migrate.ts';
-import { connectClient } from '../database/resolve.ts';
 import { TallyError } from '../errors.ts';
 import { SCHEDULED_JOBS } from '../worker/jobs.ts';
 import { runJobNow } from '../worker/worker.ts';
@@ -31,15 +29,7 @@ export function registerRun(program: Command): void {
     .action(async (name: string, raw) => {
       const options = parseOptions(jsonOnly, raw);
       const job = findJob(name);
-      await withDatabase(false, async (db) => {
-        const client = await connectClient(db.connectionString, 'tally-run');
-        try {
-          if ((await readSchemaVersion(client)) === undefined) {
-            throw new TallyError('schema_outdated', 'the tally schema is not installed: run `tally migrate` first');
-          }
-        } finally {
-          await client.end().catch(() => undefined);
-        }
+      await withDatabase({ schema: true }, async (db) => {
         const started = Date.now();
         let result: unknown;
         try {

@@ -386,7 +386,7 @@ export function registerSchedule(program: Command): void {
       const options = parseOptions(jsonOnly, raw);
       const [unknown] = command.args;
       if (unknown !== undefined) throw new UsageError(`unknown schedule command ${JSON.stringify(unknown)}; the commands are list, set, disable, enable, reset`);
-      await withDatabase(false, async (db) => {
+      await withDatabase({}, async (db) => {
         const list = await listSchedules(db.connectionString);
         process.stdout.write(options.json ? JSON.stringify(list, null, 2) + '\n' : formatScheduleList(list) + '\n');
       });
@@ -406,7 +406,7 @@ export function registerSchedule(program: Command): void {
         if (given > 2) {
           throw new UsageError(`expected JOB and one SCHEDULE, got ${given} arguments: quote the cron ('*/5 * * * *'); unquoted, the shell splits it and expands its stars`);
         }
-        await withDatabase(false, async (db) => {
+        await withDatabase({}, async (db) => {
           const result = await changeSchedule(db.connectionString, action, job, value);
           process.stdout.write(options.json ? JSON.stringify(result, null, 2) + '\n' : formatScheduleChange(result) + '\n');
         });

@@ -1,18 +1,27 @@
 /** `tally start` (migrate, then the worker) and `tally worker` (the worker alone), until a signal. */
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { runMigrations } from '../database/migrate.ts';
+import { migrationFiles, readSchemaVersion, runMigrations } from '../database/migrate.ts';
+import { connectClient } from '../database/resolve.ts';
 import { TallyError } from '../errors.ts';
-import { readStatus } from '../worker/status.ts';
 import { startWorker } from '../worker/worker.ts';
 import { log, withDatabase } from './context.ts';
 import { parseOptions, seconds } from './options.ts';
 import { untilSignal } from './signals.ts';
 
 const runOptions = z.strictObject({
-  shutdownTimeout: seconds('shutdown timeout', 3600).default(30),
+  shutdownTimeout: seconds(3600).default(30),
   verbose: z.boolean().optional(),
 });
+
+async function readInstalledVersion(connectionString: string): Promise<number | undefined> {
+  const client = await connectClient(connectionString, 'tally-worker-start');
+  try {
+    return await readSchemaVersion(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
 
 async function runService(options: z.infer<typeof runOptions>, migrate: boolean): Promise<void> {
   const signal = untilSignal();
@@ -23,14 +32,16 @@ async function runService(options: z.infer<typeof runOptions>, migrate: boolean)
       if (result.applied.length > 0) log(`applied ${result.applied.length} migration(s): ${result.applied.map((m) => m.name).join(', ')}`);
       version = result.version;
     } else {
-      const status = await readStatus(db.connectionString);
-      if (status.schemaVersion === undefined || status.pendingMigrations > 0) {
+      // the installed version and the migrations pending, not the whole of `tally status`
+      const installed = await readInstalledVersion(db.connectionString);
+      const pending = (await migrationFiles()).filter((f) => f.id > (installed ?? 0)).length;
+      if (installed === undefined || pending > 0) {
         throw new TallyError(
           'schema_outdated',
-          `schema is ${status.schemaVersion === undefined ? 'not installed' : `at version ${status.schemaVersion}, ${status.pendingMigrations} migration(s) pending`}: run \`tally migrate\` first`,
+          `schema is ${installed === undefined ? 'not installed' : `at version ${installed}, ${pending} migration(s) pending`}: run \`tally migrate\` first`,
         );
       }
-      version = status.schemaVersion;
+      version = installed;
     }
     const worker = await startWorker({ connectionString: db.connectionString, log });
     const disabled = worker.disabled.length > 0 ? `, ${worker.disabled.length} disabled` : '';

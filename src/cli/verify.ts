@@ -67,7 +67,7 @@ export function formatVerify(report: VerifyReport, limit = 20): string {
 }
 
 const verifyOptions = z
-  .strictObject({ from: instant('--from').optional(), to: instant('--to').optional(), json: z.boolean().optional() })
+  .strictObject({ from: instant().optional(), to: instant().optional(), json: z.boolean().optional() })
   .transform((o) => {
     const to = o.to ?? new Date();
     return { ...o, to, from: o.from ?? new Date(to.getTime() - 7 * 86_400_000) };

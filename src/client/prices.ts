@@ -1,7 +1,7 @@
 /** Model prices: tally.set_model_price and tally.reprice. Prices are decimal strings end to end. */
 import { z } from 'zod';
 import { callRow, callValue, parseInput, type Queryable } from './sql.ts';
-import { count, decimal, instantInput, moneyInput, moneyToText, timestamp } from './schemas.ts';
+import { count, decimal, instantInput, moneyInput, moneyToText, rebuiltBuckets, timestamp } from './schemas.ts';
 
 const priceRow = z
   .object({
@@ -28,7 +28,7 @@ const repriceResult = z
     repriced: count,
     from: timestamp,
     to: timestamp,
-    rebuilt_buckets: z.object({ hourly: count, daily: count, monthly: count }),
+    rebuilt_buckets: rebuiltBuckets,
   })
   .transform((r) => ({ repriced: r.repriced, from: r.from, to: r.to, rebuiltBuckets: r.rebuilt_buckets }));
 export type RepriceResult = z.output<typeof repriceResult>;

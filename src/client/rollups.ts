@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import { callRows, callValue, parseInput, selectRows, type Queryable } from './sql.ts';
-import { bigintId, count, decimal, instantInput, timestamp, uuid } from './schemas.ts';
+import { bigintId, count, decimal, instantInput, rebuiltBuckets, timestamp, uuid } from './schemas.ts';
 
 const EXACT = { exactJson: true } as const;
 
@@ -18,11 +18,7 @@ const measure = z.union([z.number(), z.string().regex(/^-?[0-9]+(\.[0-9]+)?([eE]
 
 export type Grain = 'hourly' | 'daily' | 'monthly';
 
-const rebuiltBuckets = z
-  .object({ hourly: count.optional(), daily: count.optional(), monthly: count.optional() })
-  // '{}' when no bucket needed rebuilding
-  .transform((r) => ({ hourly: r.hourly ?? 0, daily: r.daily ?? 0, monthly: r.monthly ?? 0 }));
-export type RebuiltBuckets = z.output<typeof rebuiltBuckets>;
+export type { RebuiltBuckets } from './schemas.ts';
 
 // ---------------------------------------------------------------------------------------
 // run_rollups
@@ -237,9 +233,7 @@ export type UnpricedModel = z.output<typeof unpricedRow>;
 const countRow = z.object({ n: count });
 const foldedInput = z.strictObject({ from: instantInput, to: instantInput, upTo: z.union([bigintId, z.bigint().transform(String)]) });
 
-// The ids drawn past the watermark. pg_sequence_last_value is a node-local primitive that
-// belongs in a named SQL function (as in rollup_status, which also scans the pending tail,
-// too much for a progress total): until one exists, it is read only here.
+// The folded, not voided events of a time range: a progress total for recomputes.
 const FOLDED_EVENTS_SQL = `select count(*) as n from tally.events e
   where e.occurred_at >= $1::timestamptz and e.occurred_at < $2::timestamptz and e.id <= $3::bigint
     and not exists (select 1 from tally.event_voids v where v.account_id = e.account_id and v.event_id = e.id)`;

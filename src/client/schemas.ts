@@ -81,6 +81,12 @@ export const ingestResult = z
     rejected: r.rejected,
   }));
 export type IngestResult = z.output<typeof ingestResult>;
+
+/** The aggregate buckets a correction rebuilt, per grain ('{}' when none needed it). */
+export const rebuiltBuckets = z
+  .object({ hourly: count.optional(), daily: count.optional(), monthly: count.optional() })
+  .transform((r) => ({ hourly: r.hourly ?? 0, daily: r.daily ?? 0, monthly: r.monthly ?? 0 }));
+export type RebuiltBuckets = z.output<typeof rebuiltBuckets>;
 export type Rejection = IngestResult['rejected'][number];
 /** An item whose idempotency key was already used with a different payload; `eventId` is the stored event (null if it is gone). */
 export type IdempotencyConflict = IngestResult['conflicts'][number];

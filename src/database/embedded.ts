@@ -20,6 +20,7 @@ import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { z } from 'zod';
 import { TallyError } from '../errors.ts';
+import { ClosingClient } from './closing-client.ts';
 
 export interface EmbeddedOptions {
   dataDir: string;
@@ -187,7 +188,7 @@ function urlFor(port: number, password: string, database = 'postgres'): string {
 }
 
 async function canConnect(connectionString: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString, connectionTimeoutMillis: 3000 });
+  const client = new ClosingClient({ connectionString, connectionTimeoutMillis: 3000 });
   try {
     await client.connect();
     await client.query('select 1');

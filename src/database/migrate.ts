@@ -78,7 +78,7 @@ export async function runMigrations(connectionString: string, log?: (line: strin
 }
 
 /** The id of the newest applied migration, or undefined when Tally is not installed. */
-export async function readSchemaVersion(client: pg.ClientBase): Promise<number | undefined> {
+export async function readSchemaVersion(client: Pick<pg.ClientBase, 'query'>): Promise<number | undefined> {
   const installed = await client.query<{ ok: boolean }>("select to_regclass('tally.migrations') is not null as ok");
   if (!installed.rows[0]?.ok) return undefined;
   const { rows } = await client.query<{ version: number | null }>('select max(id) as version from tally.migrations');

@@ -25,6 +25,7 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { z } from 'zod';
 import { TallyError, UsageError } from '../errors.ts';
+import { ingestResult } from '../client/schemas.ts';
 import {
   BOOLEAN_FIELDS,
   CsvPreparer,
@@ -255,14 +256,7 @@ function csvStaging(columns: string[]): Staging {
 }
 
 const chunkResult = z.object({
-  result: z.object({
-    accepted: z.number().int(),
-    duplicates: z.number().int(),
-    conflicts: z
-      .array(z.object({ index: z.union([z.number(), z.string()]).transform(Number), code: z.string(), message: z.string() }))
-      .default([]),
-    rejected: z.array(z.object({ index: z.union([z.number(), z.string()]).transform(Number), code: z.string(), message: z.string() })),
-  }),
+  result: ingestResult,
   without_key: z.number().int(),
   bad_lines: z.array(z.union([z.number(), z.string()]).transform(Number)),
 });

@@ -72,7 +72,8 @@ export interface RollupStatus {
   lastError?: string | null | undefined;
 }
 
-export type { UnpricedModel };
+/** The schema version that added tally.unpriced_models (the unpriced-events migration). */
+const UNPRICED_MODELS_VERSION = 22;
 
 /** How far back `tally status` looks for unpriced models (tally.unpriced_models reads only this window). */
 export const UNPRICED_WINDOW_DAYS = 7;
@@ -126,7 +127,9 @@ export async function readStatus(connectionString: string): Promise<Status> {
     }
     if (schemaVersion !== undefined && schemaVersion >= 7) ledger = await readLedgerStatus(client);
     if (schemaVersion !== undefined && schemaVersion >= 12) rollups = await readRollupStatus(client);
-    if (schemaVersion !== undefined) unpriced = await readUnpricedModels(client);
+    if (schemaVersion !== undefined && schemaVersion >= UNPRICED_MODELS_VERSION) {
+      unpriced = await rollupsApi(client).unpricedModels({ windowDays: UNPRICED_WINDOW_DAYS });
+    }
     bossReady = await bossInstalled(client);
     // ages by the database's clock (heartbeats are written with it), not this machine's
     const { rows } = await client.query<{ now: Date }>('select clock_timestamp() as now');
@@ -201,13 +204,6 @@ async function readRollupStatus(client: pg.Client): Promise<RollupStatus> {
     lastRunOk: r.lastRunOk,
     lastError: r.lastError,
   };
-}
-
-/** tally.unpriced_models over the recent window; undefined when the schema predates it. */
-async function readUnpricedModels(client: pg.Client): Promise<UnpricedModel[] | undefined> {
-  const exists = await client.query<{ ok: boolean }>("select to_regprocedure('tally.unpriced_models(interval)') is not null as ok");
-  if (!exists.rows[0]?.ok) return undefined;
-  return rollupsApi(client).unpricedModels({ windowDays: UNPRICED_WINDOW_DAYS });
 }
 
 async function readLedgerStatus(client: pg.Client): Promise<LedgerStatus> {
