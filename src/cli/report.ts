@@ -272,7 +272,7 @@ export function formatChart(title: string, values: readonly number[], labels: re
 
 const pct = (v: string | null): string => (v === null ? '-' : `${v}%`);
 const changeText = (c: { change: number | string; changePct: string | null }, show: (v: number | string) => string): string => {
-  const delta = typeof c.change === 'number' ? signed(int(c.change)) : signed(show(c.change));
+  const delta = signed(show(c.change));
   return c.changePct === null ? delta : `${delta} (${signed(c.changePct)}%)`;
 };
 
