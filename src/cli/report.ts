@@ -21,6 +21,7 @@ import { parseOptions } from './options.ts';
 const DEFAULT_DAYS = 30;
 const BREAKDOWN_LIMIT = 10;
 const CHART_HEIGHT = 8;
+const MIN_CHART_WIDTH = 40;
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -251,12 +252,16 @@ const bucketLabel = (b: UsageSeriesBucket, g: Granularity): string =>
 
 /**
  * A line chart of one value per bucket, at most `width` columns wide (consecutive buckets
- * summed when there are more), with the first and last bucket under it.
+ * summed when there are more, each bucket over a few columns when there are few), with the
+ * first and last bucket under it.
  */
 export function formatChart(title: string, values: readonly number[], labels: readonly string[], width: number, format: (v: number) => string): string {
   const per = Math.max(1, Math.ceil(values.length / Math.max(width, 1)));
-  const columns: number[] = [];
-  for (let i = 0; i < values.length; i += per) columns.push(values.slice(i, i + per).reduce((a, b) => a + b, 0));
+  const summed: number[] = [];
+  for (let i = 0; i < values.length; i += per) summed.push(values.slice(i, i + per).reduce((a, b) => a + b, 0));
+  // a short series is drawn wider (each bucket over a few columns), so its shape can be read
+  const repeat = Math.max(1, Math.floor(Math.min(width, MIN_CHART_WIDTH) / summed.length));
+  const columns = summed.flatMap((v) => Array<number>(repeat).fill(v));
   const max = Math.max(0, ...columns);
   if (max === 0) return `${title}\n  nothing in the range`;
   const labelWidth = Math.max(format(max).length, format(0).length);
@@ -349,13 +354,15 @@ function formatMonth(m: PeriodSummary): string {
     `Month ${m.month.slice(0, 7)} (${finished ? 'finished' : `${m.elapsedPct}% elapsed`})`,
     formatTable(
       ['', 'REQUESTS', 'COST'],
-      [
-        ['so far', int(m.requests), usd(m.costUsd)],
-        [finished ? 'total' : 'forecast', int(m.forecastRequests), usd(m.forecastCostUsd)],
-      ],
+      finished
+        ? [['total', int(m.requests), usd(m.costUsd)]]
+        : [
+            ['so far', int(m.requests), usd(m.costUsd)],
+            ['forecast', int(m.forecastRequests), usd(m.forecastCostUsd)],
+          ],
       [1, 2],
     ),
-    finished ? 'a finished month: its forecast is its total' : 'forecast: the month-to-date run rate carried to the end of the month',
+    finished ? 'a finished month: no forecast' : 'forecast: the month-to-date run rate carried to the end of the month',
   ];
   return lines.join('\n');
 }

@@ -23,13 +23,15 @@ import { snakeToCamel } from './rollups.ts';
 // ---------------------------------------------------------------------------------------
 
 /** A calendar day from the database (sql.ts reads date columns as their text). */
-const day = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date YYYY-MM-DD');
+const DAY_SHAPE = /^\d{4}-\d{2}-\d{2}$/;
+const day = z.string().regex(DAY_SHAPE, 'must be a date YYYY-MM-DD');
 
 /** A calendar day given by the caller: 'YYYY-MM-DD', a day that exists. */
 const dayInput = z
   .string()
-  .regex(/^\d{4}-\d{2}-\d{2}$/, "must be a date 'YYYY-MM-DD'")
+  .regex(DAY_SHAPE, "must be a date 'YYYY-MM-DD'")
   .refine((v) => {
+    if (!DAY_SHAPE.test(v)) return true; // the shape's own message is enough
     const d = new Date(`${v}T00:00:00Z`);
     return !Number.isNaN(d.getTime()) && d.toISOString().slice(0, 10) === v;
   }, 'must be a day that exists');
