@@ -2172,6 +2172,8 @@ DECLARE
   v_stored_grp text;
   v_tail_grp   text;
   v_dims_values text;
+  v_has_tail  boolean;
+  v_tail      text := '';
   i           integer;
 BEGIN
   SELECT a.timezone INTO v_tz FROM tally.accounts a WHERE a.id = p_account_id;
@@ -2260,6 +2262,21 @@ BEGIN
     v_tail_grp := 'd.dimension, d.value';
   END IF;
 
+  -- the tail, if this account has one: events past the watermark, grouped the same way
+  -- (the watermark goes in as a constant, so the planner reads the few ids above it by index)
+  EXECUTE format('SELECT EXISTS (SELECT 1 FROM tally.events e WHERE e.id > %s AND e.account_id = $1)', v_watermark)
+  INTO v_has_tail USING p_account_id;
+  IF v_has_tail THEN
+    v_tail := format($t$
+        UNION ALL
+        SELECT %1$s, %2$s, %3$s
+        FROM %4$s
+        WHERE e.account_id = $1 AND e.id > %5$s AND %6$s
+          AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+        GROUP BY 1, 2, 3, 4$t$,
+      v_tail_bucket, v_tail_grp, v_parts.tail, v_tail_from, v_watermark, v_tail_where);
+  END IF;
+
   RETURN QUERY EXECUTE format($q$
     SELECT y.hour, y.day, y.dim, y.grp, y.requests, y.successful, y.failed, y.cached, y.files, y.bytes, y.tokens_in, y.tokens_out,
            y.cost_usd, y.potential_cost_usd, y.quantity, y.unpriced, y.latency_count, y.latency_sum, y.latency_max, y.latency_hist
@@ -2268,19 +2285,12 @@ BEGIN
       FROM (
         SELECT %2$s, %3$s, %4$s
         FROM %5$s
-        WHERE %6$s
-        UNION ALL
-        -- the tail: events past the watermark, grouped the same way
-        SELECT %7$s, %8$s, %9$s
-        FROM %10$s
-        WHERE e.account_id = $1 AND e.id > %11$s AND %12$s
-          AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
-        GROUP BY 1, 2, 3, 4
-      ) x(hour, day, dim, grp, %13$s)
+        WHERE %6$s%7$s
+      ) x(hour, day, dim, grp, %8$s)
       GROUP BY x.hour, x.day, x.dim, x.grp
     ) y$q$,
     v_parts.outer_sums, v_stored_bucket, v_stored_grp, v_parts.stored, v_stored_from, v_stored_where,
-    v_tail_bucket, v_tail_grp, v_parts.tail, v_tail_from, v_watermark, v_tail_where, v_parts.columns)
+    v_tail, v_parts.columns)
   USING p_account_id, p_unit, p_hours_lo, p_hours_hi, p_from_day, p_to_day, p_groups,
         p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types;
 END
@@ -3114,25 +3124,14 @@ BEGIN
   v_today := (now() AT TIME ZONE v_tz)::date;
   PERFORM tally._check_day_range(v_today - (p_days - 1), v_today);
   RETURN QUERY EXECUTE format($q$
-    WITH u AS (
-      SELECT * FROM tally._usage_by($1, 'day', NULL, NULL, $2, $3, ARRAY['event_type', 'provider', 'model'],
-                                    NULL, NULL, NULL, NULL, NULL, NULL)
-    ),
-    totals AS (
-      -- every event has one event type: the event-type rows of a day are its totals
-      SELECT u.day, sum(u.requests) AS requests, sum(u.successful) AS successful, sum(u.failed) AS failed,
-             sum(u.cached) AS cached, sum(u.files) AS files, sum(u.bytes) AS bytes, sum(u.tokens_in) AS tokens_in,
-             sum(u.tokens_out) AS tokens_out, sum(u.cost_usd) AS cost_usd, sum(u.potential_cost_usd) AS potential_cost_usd,
-             sum(u.quantity) AS quantity, sum(u.unpriced) AS unpriced, sum(u.latency_count) AS latency_count,
-             sum(u.latency_sum) AS latency_sum, max(u.latency_max) AS latency_max, tally._hist_sum(u.latency_hist) AS latency_hist
-      FROM u WHERE u.dim = 'event_type'
-      GROUP BY u.day
+    WITH totals AS (
+      SELECT * FROM tally._usage_by($1, 'day', NULL, NULL, $2, $3, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ),
     maps AS (
       SELECT u.day,
              jsonb_object_agg(u.grp, u.requests) FILTER (WHERE u.dim = 'provider' AND u.grp IS NOT NULL) AS by_provider,
              jsonb_object_agg(u.grp, u.requests) FILTER (WHERE u.dim = 'model' AND u.grp IS NOT NULL) AS by_model
-      FROM u WHERE u.dim IN ('provider', 'model')
+      FROM tally._usage_by($1, 'day', NULL, NULL, $2, $3, ARRAY['provider', 'model'], NULL, NULL, NULL, NULL, NULL, NULL) u
       GROUP BY u.day
     )
     SELECT g.d, %1$s, coalesce(m.by_provider, '{}'), coalesce(m.by_model, '{}')
@@ -3227,19 +3226,17 @@ BEGIN
   v_prev_from := greatest(p_from - (p_to - p_from + 1), tally._retention_floor('daily')::date);
 
   RETURN QUERY
-  WITH days AS (
-    SELECT u.day >= p_from AS current, u.grp AS endpoint, u.requests, u.successful, u.failed, u.cost_usd,
+  WITH periods AS (
+    SELECT true AS current, u.grp AS endpoint, u.requests, u.successful, u.failed, u.cost_usd,
            u.latency_count, u.latency_sum, u.latency_max, u.latency_hist
-    FROM tally._usage_by(p_account_id, 'day', NULL, NULL, least(v_prev_from, p_from), p_to, ARRAY['endpoint'],
+    FROM tally._usage_by(p_account_id, 'none', NULL, NULL, p_from, p_to, ARRAY['endpoint'],
                          p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types) u
     WHERE u.grp IS NOT NULL
-  ),
-  periods AS (
-    SELECT d.current, d.endpoint, sum(d.requests)::bigint AS requests, sum(d.successful)::bigint AS successful,
-           sum(d.failed)::bigint AS failed, sum(d.cost_usd) AS cost_usd, sum(d.latency_count) AS latency_count,
-           sum(d.latency_sum) AS latency_sum, max(d.latency_max) AS latency_max, tally._hist_sum(d.latency_hist) AS latency_hist
-    FROM days d
-    GROUP BY d.current, d.endpoint
+    UNION ALL
+    SELECT false, u.grp, u.requests, u.successful, u.failed, u.cost_usd, NULL, NULL, NULL, NULL
+    FROM tally._usage_by(p_account_id, 'none', NULL, NULL, v_prev_from, p_from - 1, ARRAY['endpoint'],
+                         p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types) u
+    WHERE u.grp IS NOT NULL AND v_prev_from < p_from
   ),
   ranked AS (
     SELECT p.*, row_number() OVER (PARTITION BY p.current
