@@ -356,7 +356,7 @@ COMMENT ON FUNCTION tally._check_rollup_range(p_from timestamp with time zone, p
 --
 
 CREATE FUNCTION tally._check_usage_filters(p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) RETURNS integer
-    LANGUAGE plpgsql IMMUTABLE
+    LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE

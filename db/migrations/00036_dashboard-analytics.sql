@@ -27,7 +27,7 @@
 -- The filter arguments: each NULL (no filter) or a non-empty list of at most 1000 values.
 CREATE FUNCTION tally._check_usage_filters(p_api_key_ids uuid[], p_event_types text[], p_providers text[],
     p_models text[], p_endpoints text[], p_file_types text[]) RETURNS integer
-  LANGUAGE plpgsql IMMUTABLE
+  LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
   AS $$
 DECLARE
