@@ -572,15 +572,17 @@ BEGIN
                                   FROM unnest(tally._hist_slot_conditions(m.event_value)) WITH ORDINALITY AS c(cond, k))
            ELSE format('%s AS %I', m.group_value, m.name) END, ', ' ORDER BY m.ord),
          string_agg(format('%I', m.name), ', ' ORDER BY m.ord),
-         string_agg(CASE m.combine
-           WHEN 'sum' THEN format('sum(b.%I)', m.name)
-           WHEN 'max' THEN format('max(b.%I)', m.name)
-           ELSE format('ARRAY[%s]', (SELECT string_agg(format('sum(b.%I)::bigint', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k)) END,
+         string_agg(CASE
+           WHEN m.combine = 'sum' AND m.sql_type = 'bigint' THEN format('tally._sum8(b.%I)', m.name)
+           WHEN m.combine = 'sum' THEN format('sum(b.%I)', m.name)
+           WHEN m.combine = 'max' THEN format('max(b.%I)', m.name)
+           ELSE format('ARRAY[%s]', (SELECT string_agg(format('tally._sum8(b.%I)', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k)) END,
            ', ' ORDER BY m.ord),
-         string_agg(CASE m.combine
-           WHEN 'sum' THEN format('sum(b.%1$I)::%2$s AS %1$I', m.name, m.sql_type)
-           WHEN 'max' THEN format('max(b.%1$I) AS %1$I', m.name)
-           ELSE (SELECT string_agg(format('sum(b.%1$I)::bigint AS %1$I', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k) END,
+         string_agg(CASE
+           WHEN m.combine = 'sum' AND m.sql_type = 'bigint' THEN format('tally._sum8(b.%1$I) AS %1$I', m.name)
+           WHEN m.combine = 'sum' THEN format('sum(b.%1$I)::%2$s AS %1$I', m.name, m.sql_type)
+           WHEN m.combine = 'max' THEN format('max(b.%1$I) AS %1$I', m.name)
+           ELSE (SELECT string_agg(format('tally._sum8(b.%1$I) AS %1$I', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k) END,
            ', ' ORDER BY m.ord),
          string_agg(CASE m.combine
            WHEN 'histogram' THEN format('ARRAY[%s]', (SELECT string_agg(format('b.%I', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k))
@@ -4895,6 +4897,22 @@ CREATE AGGREGATE tally._hist_sum(bigint[]) (
 COMMENT ON AGGREGATE tally._hist_sum(bigint[]) IS 'Adds latency histograms slot by slot.';
 
 --
+-- Name: _sum8(bigint); Type: AGGREGATE; Schema: tally; Owner: -
+--
+
+CREATE AGGREGATE tally._sum8(bigint) (
+    SFUNC = int8pl,
+    STYPE = bigint,
+    INITCOND = '0'
+);
+
+--
+-- Name: AGGREGATE _sum8(bigint); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON AGGREGATE tally._sum8(bigint) IS 'Sum of bigint counts with a by-value bigint state (int8pl): for the fold''s additions of counts and histogram slots.';
+
+--
 -- Name: users; Type: TABLE; Schema: auth; Owner: -
 --
 
@@ -7764,6 +7782,12 @@ REVOKE ALL ON FUNCTION tally._hist_agg(integer, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tally._hist_sum(bigint[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION tally._hist_sum(bigint[]) TO authenticated;
 GRANT ALL ON FUNCTION tally._hist_sum(bigint[]) TO service_role;
+
+--
+-- Name: FUNCTION _sum8(bigint); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._sum8(bigint) FROM PUBLIC;
 
 --
 -- Name: TABLE api_keys; Type: ACL; Schema: tally; Owner: -
