@@ -300,6 +300,7 @@ COMMENT ON FUNCTION tally._check_batch(p_events jsonb) IS 'Raises invalid_parame
 CREATE FUNCTION tally._check_day_range(p_from date, p_to date) RETURNS void
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $$
 BEGIN
   IF p_from IS NULL OR p_to IS NULL THEN
@@ -358,6 +359,7 @@ COMMENT ON FUNCTION tally._check_rollup_range(p_from timestamp with time zone, p
 CREATE FUNCTION tally._check_usage_filters(p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) RETURNS integer
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $$
 DECLARE
   v_name  text;
@@ -1116,6 +1118,7 @@ COMMENT ON FUNCTION tally._jnum(p_value jsonb) IS 'A JSON number, or a string ho
 CREATE FUNCTION tally._latency_percentiles(p_hist bigint[], p_latency_max integer, OUT p50 numeric, OUT p95 numeric, OUT p99 numeric) RETURNS record
     LANGUAGE plpgsql IMMUTABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $$
 DECLARE
   v_bounds constant integer[] := tally.latency_buckets();
@@ -1789,6 +1792,7 @@ COMMENT ON FUNCTION tally._require_read_committed(p_function text) IS 'Raises in
 CREATE FUNCTION tally._require_usage_reader(p_account_id uuid, OUT timezone text) RETURNS text
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $$
 BEGIN
   PERFORM tally._require_account_role(p_account_id, 'viewer');
@@ -2026,6 +2030,7 @@ COMMENT ON FUNCTION tally._truncate_empty_default_partition() IS 'After rows wer
 CREATE FUNCTION tally._usage_between(p_account_id uuid, p_lo timestamp with time zone[], p_hi timestamp with time zone[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) RETURNS TABLE(idx integer, requests bigint, successful bigint, failed bigint, cached bigint, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, cost_usd numeric, potential_cost_usd numeric, quantity numeric, unpriced bigint, latency_count bigint, latency_sum numeric, latency_max integer, latency_hist bigint[])
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -2151,6 +2156,7 @@ COMMENT ON FUNCTION tally._usage_between(p_account_id uuid, p_lo timestamp with 
 CREATE FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) RETURNS TABLE(hour timestamp with time zone, day date, dim text, grp text, requests bigint, successful bigint, failed bigint, cached bigint, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, cost_usd numeric, potential_cost_usd numeric, quantity numeric, unpriced bigint, latency_count bigint, latency_sum numeric, latency_max integer, latency_hist bigint[])
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     SET "DateStyle" TO 'ISO'
     AS $_$
@@ -2311,6 +2317,7 @@ COMMENT ON FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo t
 CREATE FUNCTION tally._usage_metrics_sql(p_alias text) RETURNS text
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $_$
     select format($m$
       coalesce(%1$I.requests, 0)::bigint AS requests, coalesce(%1$I.successful, 0)::bigint AS successful,
@@ -2339,6 +2346,7 @@ COMMENT ON FUNCTION tally._usage_metrics_sql(p_alias text) IS 'The metric column
 CREATE FUNCTION tally._usage_sql_parts(OUT stored text, OUT tail text, OUT outer_sums text, OUT columns text) RETURNS record
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $$ select 'u.requests, u.successful, u.failed, u.cached, u.files, u.bytes, u.tokens_in, u.tokens_out, u.cost_usd, u.potential_cost_usd, u.quantity, u.latency_count, u.latency_sum, u.latency_max, u.latency_hist[1] AS h0, u.latency_hist[2] AS h1, u.latency_hist[3] AS h2, u.latency_hist[4] AS h3, u.latency_hist[5] AS h4, u.latency_hist[6] AS h5, u.latency_hist[7] AS h6, u.latency_hist[8] AS h7, u.latency_hist[9] AS h8, u.latency_hist[10] AS h9, u.latency_hist[11] AS h10, u.latency_hist[12] AS h11, u.latency_hist[13] AS h12, u.latency_hist[14] AS h13, u.latency_hist[15] AS h14, u.latency_hist[16] AS h15, u.latency_hist[17] AS h16, u.latency_hist[18] AS h17, u.latency_hist[19] AS h18, u.latency_hist[20] AS h19, u.latency_hist[21] AS h20, u.latency_hist[22] AS h21, u.latency_hist[23] AS h22, u.latency_hist[24] AS h23, u.latency_hist[25] AS h24, u.latency_hist[26] AS h25, u.latency_hist[27] AS h26, u.latency_hist[28] AS h27, u.latency_hist[29] AS h28, u.latency_hist[30] AS h29, u.latency_hist[31] AS h30, u.latency_hist[32] AS h31, u.latency_hist[33] AS h32, u.latency_hist[34] AS h33, u.latency_hist[35] AS h34, u.latency_hist[36] AS h35, u.latency_hist[37] AS h36, u.latency_hist[38] AS h37, u.latency_hist[39] AS h38, u.latency_hist[40] AS h39, u.latency_hist[41] AS h40, u.latency_hist[42] AS h41, u.unpriced'::text, 'count(*), count(*) FILTER (WHERE e.success), count(*) FILTER (WHERE NOT e.success), count(*) FILTER (WHERE e.cached), coalesce(sum(e.files), 0), coalesce(sum(e.bytes), 0), coalesce(sum(e.tokens_in), 0), coalesce(sum(e.tokens_out), 0), coalesce(sum(e.cost_usd), 0), coalesce(sum(e.potential_cost_usd), 0), sum(e.quantity), count(e.latency_ms), coalesce(sum(e.latency_ms), 0), max(e.latency_ms), count(*) FILTER (WHERE (e.latency_ms) < 1), count(*) FILTER (WHERE (e.latency_ms) >= 1 AND (e.latency_ms) < 2), count(*) FILTER (WHERE (e.latency_ms) >= 2 AND (e.latency_ms) < 3), count(*) FILTER (WHERE (e.latency_ms) >= 3 AND (e.latency_ms) < 4), count(*) FILTER (WHERE (e.latency_ms) >= 4 AND (e.latency_ms) < 6), count(*) FILTER (WHERE (e.latency_ms) >= 6 AND (e.latency_ms) < 8), count(*) FILTER (WHERE (e.latency_ms) >= 8 AND (e.latency_ms) < 11), count(*) FILTER (WHERE (e.latency_ms) >= 11 AND (e.latency_ms) < 16), count(*) FILTER (WHERE (e.latency_ms) >= 16 AND (e.latency_ms) < 23), count(*) FILTER (WHERE (e.latency_ms) >= 23 AND (e.latency_ms) < 32), count(*) FILTER (WHERE (e.latency_ms) >= 32 AND (e.latency_ms) < 45), count(*) FILTER (WHERE (e.latency_ms) >= 45 AND (e.latency_ms) < 64), count(*) FILTER (WHERE (e.latency_ms) >= 64 AND (e.latency_ms) < 91), count(*) FILTER (WHERE (e.latency_ms) >= 91 AND (e.latency_ms) < 128), count(*) FILTER (WHERE (e.latency_ms) >= 128 AND (e.latency_ms) < 181), count(*) FILTER (WHERE (e.latency_ms) >= 181 AND (e.latency_ms) < 256), count(*) FILTER (WHERE (e.latency_ms) >= 256 AND (e.latency_ms) < 362), count(*) FILTER (WHERE (e.latency_ms) >= 362 AND (e.latency_ms) < 512), count(*) FILTER (WHERE (e.latency_ms) >= 512 AND (e.latency_ms) < 724), count(*) FILTER (WHERE (e.latency_ms) >= 724 AND (e.latency_ms) < 1024), count(*) FILTER (WHERE (e.latency_ms) >= 1024 AND (e.latency_ms) < 1448), count(*) FILTER (WHERE (e.latency_ms) >= 1448 AND (e.latency_ms) < 2048), count(*) FILTER (WHERE (e.latency_ms) >= 2048 AND (e.latency_ms) < 2896), count(*) FILTER (WHERE (e.latency_ms) >= 2896 AND (e.latency_ms) < 4096), count(*) FILTER (WHERE (e.latency_ms) >= 4096 AND (e.latency_ms) < 5793), count(*) FILTER (WHERE (e.latency_ms) >= 5793 AND (e.latency_ms) < 8192), count(*) FILTER (WHERE (e.latency_ms) >= 8192 AND (e.latency_ms) < 11585), count(*) FILTER (WHERE (e.latency_ms) >= 11585 AND (e.latency_ms) < 16384), count(*) FILTER (WHERE (e.latency_ms) >= 16384 AND (e.latency_ms) < 23170), count(*) FILTER (WHERE (e.latency_ms) >= 23170 AND (e.latency_ms) < 32768), count(*) FILTER (WHERE (e.latency_ms) >= 32768 AND (e.latency_ms) < 46341), count(*) FILTER (WHERE (e.latency_ms) >= 46341 AND (e.latency_ms) < 65536), count(*) FILTER (WHERE (e.latency_ms) >= 65536 AND (e.latency_ms) < 92682), count(*) FILTER (WHERE (e.latency_ms) >= 92682 AND (e.latency_ms) < 131072), count(*) FILTER (WHERE (e.latency_ms) >= 131072 AND (e.latency_ms) < 185364), count(*) FILTER (WHERE (e.latency_ms) >= 185364 AND (e.latency_ms) < 262144), count(*) FILTER (WHERE (e.latency_ms) >= 262144 AND (e.latency_ms) < 370728), count(*) FILTER (WHERE (e.latency_ms) >= 370728 AND (e.latency_ms) < 524288), count(*) FILTER (WHERE (e.latency_ms) >= 524288 AND (e.latency_ms) < 741455), count(*) FILTER (WHERE (e.latency_ms) >= 741455 AND (e.latency_ms) < 1048576), count(*) FILTER (WHERE (e.latency_ms) >= 1048576 AND (e.latency_ms) < 1482910), count(*) FILTER (WHERE (e.latency_ms) >= 1482910), count(*) FILTER (WHERE (e.tokens_in IS NOT NULL OR e.tokens_out IS NOT NULL) AND (e.cost_usd IS NULL OR e.potential_cost_usd IS NULL))'::text, 'coalesce(sum(x.requests), 0)::bigint AS requests, coalesce(sum(x.successful), 0)::bigint AS successful, coalesce(sum(x.failed), 0)::bigint AS failed, coalesce(sum(x.cached), 0)::bigint AS cached, coalesce(sum(x.files), 0)::numeric AS files, coalesce(sum(x.bytes), 0)::numeric AS bytes, coalesce(sum(x.tokens_in), 0)::numeric AS tokens_in, coalesce(sum(x.tokens_out), 0)::numeric AS tokens_out, coalesce(sum(x.cost_usd), 0)::numeric AS cost_usd, coalesce(sum(x.potential_cost_usd), 0)::numeric AS potential_cost_usd, coalesce(sum(x.quantity), 0)::numeric AS quantity, coalesce(sum(x.latency_count), 0)::bigint AS latency_count, coalesce(sum(x.latency_sum), 0)::numeric AS latency_sum, max(x.latency_max) AS latency_max, ARRAY[coalesce(sum(x.h0), 0)::bigint, coalesce(sum(x.h1), 0)::bigint, coalesce(sum(x.h2), 0)::bigint, coalesce(sum(x.h3), 0)::bigint, coalesce(sum(x.h4), 0)::bigint, coalesce(sum(x.h5), 0)::bigint, coalesce(sum(x.h6), 0)::bigint, coalesce(sum(x.h7), 0)::bigint, coalesce(sum(x.h8), 0)::bigint, coalesce(sum(x.h9), 0)::bigint, coalesce(sum(x.h10), 0)::bigint, coalesce(sum(x.h11), 0)::bigint, coalesce(sum(x.h12), 0)::bigint, coalesce(sum(x.h13), 0)::bigint, coalesce(sum(x.h14), 0)::bigint, coalesce(sum(x.h15), 0)::bigint, coalesce(sum(x.h16), 0)::bigint, coalesce(sum(x.h17), 0)::bigint, coalesce(sum(x.h18), 0)::bigint, coalesce(sum(x.h19), 0)::bigint, coalesce(sum(x.h20), 0)::bigint, coalesce(sum(x.h21), 0)::bigint, coalesce(sum(x.h22), 0)::bigint, coalesce(sum(x.h23), 0)::bigint, coalesce(sum(x.h24), 0)::bigint, coalesce(sum(x.h25), 0)::bigint, coalesce(sum(x.h26), 0)::bigint, coalesce(sum(x.h27), 0)::bigint, coalesce(sum(x.h28), 0)::bigint, coalesce(sum(x.h29), 0)::bigint, coalesce(sum(x.h30), 0)::bigint, coalesce(sum(x.h31), 0)::bigint, coalesce(sum(x.h32), 0)::bigint, coalesce(sum(x.h33), 0)::bigint, coalesce(sum(x.h34), 0)::bigint, coalesce(sum(x.h35), 0)::bigint, coalesce(sum(x.h36), 0)::bigint, coalesce(sum(x.h37), 0)::bigint, coalesce(sum(x.h38), 0)::bigint, coalesce(sum(x.h39), 0)::bigint, coalesce(sum(x.h40), 0)::bigint, coalesce(sum(x.h41), 0)::bigint] AS latency_hist, coalesce(sum(x.unpriced), 0)::bigint AS unpriced'::text, 'requests, successful, failed, cached, files, bytes, tokens_in, tokens_out, cost_usd, potential_cost_usd, quantity, latency_count, latency_sum, latency_max, h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11, h12, h13, h14, h15, h16, h17, h18, h19, h20, h21, h22, h23, h24, h25, h26, h27, h28, h29, h30, h31, h32, h33, h34, h35, h36, h37, h38, h39, h40, h41, unpriced'::text $$;
 
 --
@@ -2572,6 +2580,7 @@ COMMENT ON FUNCTION tally.attach_meter(p_table regclass, p_event_type text, p_ma
 CREATE FUNCTION tally.compare_periods(p_account_id uuid, p_period text DEFAULT 'month'::text, p_at timestamp with time zone DEFAULT now(), p_api_key_ids uuid[] DEFAULT NULL::uuid[], p_event_types text[] DEFAULT NULL::text[], p_providers text[] DEFAULT NULL::text[], p_models text[] DEFAULT NULL::text[], p_endpoints text[] DEFAULT NULL::text[], p_file_types text[] DEFAULT NULL::text[]) RETURNS TABLE(metric text, current_value numeric, previous_value numeric, change numeric, change_pct numeric, current_from timestamp with time zone, current_to timestamp with time zone, previous_from timestamp with time zone, previous_to timestamp with time zone)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -2593,7 +2602,8 @@ BEGIN
   -- the local calendar: the period holding p_at, and the one before it
   v_cur_from := date_trunc(p_period, v_local) AT TIME ZONE v_tz;
   v_prev_from := (date_trunc(p_period, v_local) - v_step) AT TIME ZONE v_tz;
-  v_prev_to := least(v_prev_from + (p_at - v_cur_from), v_cur_from);
+  -- the same elapsed time, in seconds (an interval of days would follow the session's zone)
+  v_prev_to := least(v_prev_from + extract(epoch FROM p_at - v_cur_from) * interval '1 second', v_cur_from);
   IF v_prev_from < date_trunc('hour', tally._retention_floor('hourly'), 'UTC') THEN
     PERFORM tally._raise('past_retention', format('at: the previous %s starts before %s, where hourly usage is past retention (setting retention.hourly)',
                                                   p_period, date_trunc('hour', tally._retention_floor('hourly'), 'UTC')));
@@ -3037,6 +3047,7 @@ COMMENT ON FUNCTION tally.events_tail() IS 'The events the rollups have not fold
 CREATE FUNCTION tally.get_breakdown(p_account_id uuid, p_dimension text, p_from date, p_to date, p_api_key_ids uuid[] DEFAULT NULL::uuid[], p_event_types text[] DEFAULT NULL::text[], p_providers text[] DEFAULT NULL::text[], p_models text[] DEFAULT NULL::text[], p_endpoints text[] DEFAULT NULL::text[], p_file_types text[] DEFAULT NULL::text[], p_limit integer DEFAULT 10, p_measure text DEFAULT 'requests'::text) RETURNS TABLE(rank integer, value text, label text, is_other boolean, share_pct numeric, requests bigint, successful bigint, failed bigint, cached bigint, cache_hit_pct numeric, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, tokens_total numeric, cost_usd numeric, potential_cost_usd numeric, savings_usd numeric, quantity numeric, unpriced bigint, avg_latency_ms numeric, p50_latency_ms numeric, p95_latency_ms numeric, p99_latency_ms numeric)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -3114,6 +3125,7 @@ COMMENT ON FUNCTION tally.get_breakdown(p_account_id uuid, p_dimension text, p_f
 CREATE FUNCTION tally.get_dashboard_stats(p_account_id uuid, p_days integer DEFAULT 30) RETURNS TABLE(day date, requests bigint, successful bigint, failed bigint, cached bigint, cache_hit_pct numeric, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, tokens_total numeric, cost_usd numeric, potential_cost_usd numeric, savings_usd numeric, quantity numeric, unpriced bigint, avg_latency_ms numeric, p50_latency_ms numeric, p95_latency_ms numeric, p99_latency_ms numeric, requests_by_provider jsonb, requests_by_model jsonb)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -3159,6 +3171,7 @@ COMMENT ON FUNCTION tally.get_dashboard_stats(p_account_id uuid, p_days integer)
 CREATE FUNCTION tally.get_period_summary(p_account_id uuid, p_month date DEFAULT NULL::date) RETURNS TABLE(month date, period_start timestamp with time zone, period_end timestamp with time zone, as_of timestamp with time zone, elapsed_pct numeric, requests bigint, successful bigint, failed bigint, cached bigint, cache_hit_pct numeric, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, tokens_total numeric, cost_usd numeric, potential_cost_usd numeric, savings_usd numeric, quantity numeric, unpriced bigint, avg_latency_ms numeric, p50_latency_ms numeric, p95_latency_ms numeric, p99_latency_ms numeric, savings_pct numeric, forecast_requests bigint, forecast_cost_usd numeric, forecast_method text)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -3211,6 +3224,7 @@ COMMENT ON FUNCTION tally.get_period_summary(p_account_id uuid, p_month date) IS
 CREATE FUNCTION tally.get_top_endpoints(p_account_id uuid, p_from date, p_to date, p_limit integer DEFAULT 10, p_order_by text DEFAULT 'requests'::text, p_api_key_ids uuid[] DEFAULT NULL::uuid[], p_event_types text[] DEFAULT NULL::text[], p_providers text[] DEFAULT NULL::text[], p_models text[] DEFAULT NULL::text[], p_endpoints text[] DEFAULT NULL::text[], p_file_types text[] DEFAULT NULL::text[]) RETURNS TABLE(rank integer, endpoint text, requests bigint, successful bigint, failed bigint, error_pct numeric, cost_usd numeric, avg_latency_ms numeric, p95_latency_ms numeric, previous_rank integer, rank_change integer, previous_requests bigint, previous_cost_usd numeric, requests_change_pct numeric)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $$
 DECLARE
@@ -3271,6 +3285,7 @@ COMMENT ON FUNCTION tally.get_top_endpoints(p_account_id uuid, p_from date, p_to
 CREATE FUNCTION tally.get_usage_history(p_account_id uuid, p_months integer DEFAULT 12) RETURNS TABLE(month date, requests bigint, successful bigint, failed bigint, cached bigint, cache_hit_pct numeric, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, tokens_total numeric, cost_usd numeric, potential_cost_usd numeric, savings_usd numeric, quantity numeric, unpriced bigint, avg_latency_ms numeric, p50_latency_ms numeric, p95_latency_ms numeric, p99_latency_ms numeric)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -3305,6 +3320,7 @@ COMMENT ON FUNCTION tally.get_usage_history(p_account_id uuid, p_months integer)
 CREATE FUNCTION tally.get_usage_series(p_account_id uuid, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text DEFAULT 'day'::text, p_api_key_ids uuid[] DEFAULT NULL::uuid[], p_event_types text[] DEFAULT NULL::text[], p_providers text[] DEFAULT NULL::text[], p_models text[] DEFAULT NULL::text[], p_endpoints text[] DEFAULT NULL::text[], p_file_types text[] DEFAULT NULL::text[]) RETURNS TABLE(bucket_start timestamp with time zone, bucket_end timestamp with time zone, local_date date, requests bigint, successful bigint, failed bigint, cached bigint, cache_hit_pct numeric, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, tokens_total numeric, cost_usd numeric, potential_cost_usd numeric, savings_usd numeric, quantity numeric, unpriced bigint, avg_latency_ms numeric, p50_latency_ms numeric, p95_latency_ms numeric, p99_latency_ms numeric)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE

@@ -29,6 +29,7 @@ CREATE FUNCTION tally._check_usage_filters(p_api_key_ids uuid[], p_event_types t
     p_models text[], p_endpoints text[], p_file_types text[]) RETURNS integer
   LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   AS $$
 DECLARE
   v_name  text;
@@ -89,6 +90,7 @@ BEGIN
     CREATE FUNCTION tally._usage_sql_parts(OUT stored text, OUT tail text, OUT outer_sums text, OUT columns text)
       LANGUAGE sql IMMUTABLE
       SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
       AS $b$ select %L::text, %L::text, %L::text, %L::text $b$$f$, v_stored, v_tail, v_outer, v_columns);
 END
 $do$;
@@ -112,6 +114,7 @@ CREATE FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo times
                  latency_sum numeric, latency_max integer, latency_hist bigint[])
   LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   SET DateStyle = 'ISO'
   AS $fn$
@@ -274,6 +277,7 @@ CREATE FUNCTION tally._usage_between(p_account_id uuid, p_lo timestamptz[], p_hi
                  latency_sum numeric, latency_max integer, latency_hist bigint[])
   LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -395,6 +399,7 @@ CREATE FUNCTION tally._latency_percentiles(p_hist bigint[], p_latency_max intege
     OUT p50 numeric, OUT p95 numeric, OUT p99 numeric)
   LANGUAGE plpgsql IMMUTABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   AS $$
 DECLARE
   v_bounds constant integer[] := tally.latency_buckets();
@@ -447,6 +452,7 @@ REVOKE ALL ON FUNCTION tally._latency_percentiles(bigint[], integer) FROM PUBLIC
 CREATE FUNCTION tally._usage_metrics_sql(p_alias text) RETURNS text
   LANGUAGE sql IMMUTABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   AS $$
     select format($m$
       coalesce(%1$I.requests, 0)::bigint AS requests, coalesce(%1$I.successful, 0)::bigint AS successful,
@@ -469,6 +475,7 @@ REVOKE ALL ON FUNCTION tally._usage_metrics_sql(text) FROM PUBLIC, anon, authent
 CREATE FUNCTION tally._require_usage_reader(p_account_id uuid, OUT timezone text)
   LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   AS $$
 BEGIN
   PERFORM tally._require_account_role(p_account_id, 'viewer');
@@ -495,6 +502,7 @@ CREATE FUNCTION tally.get_usage_series(p_account_id uuid, p_from timestamptz, p_
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -575,6 +583,7 @@ COMMENT ON FUNCTION tally.get_usage_series(uuid, timestamptz, timestamptz, text,
 CREATE FUNCTION tally._check_day_range(p_from date, p_to date) RETURNS void
   LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   AS $$
 BEGIN
   IF p_from IS NULL OR p_to IS NULL THEN
@@ -605,6 +614,7 @@ CREATE FUNCTION tally.get_breakdown(p_account_id uuid, p_dimension text, p_from 
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -685,6 +695,7 @@ CREATE FUNCTION tally.get_top_endpoints(p_account_id uuid, p_from date, p_to dat
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -746,6 +757,7 @@ CREATE FUNCTION tally.compare_periods(p_account_id uuid, p_period text DEFAULT '
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -767,7 +779,8 @@ BEGIN
   -- the local calendar: the period holding p_at, and the one before it
   v_cur_from := date_trunc(p_period, v_local) AT TIME ZONE v_tz;
   v_prev_from := (date_trunc(p_period, v_local) - v_step) AT TIME ZONE v_tz;
-  v_prev_to := least(v_prev_from + (p_at - v_cur_from), v_cur_from);
+  -- the same elapsed time, in seconds (an interval of days would follow the session's zone)
+  v_prev_to := least(v_prev_from + extract(epoch FROM p_at - v_cur_from) * interval '1 second', v_cur_from);
   IF v_prev_from < date_trunc('hour', tally._retention_floor('hourly'), 'UTC') THEN
     PERFORM tally._raise('past_retention', format('at: the previous %s starts before %s, where hourly usage is past retention (setting retention.hourly)',
                                                   p_period, date_trunc('hour', tally._retention_floor('hourly'), 'UTC')));
@@ -816,6 +829,7 @@ CREATE FUNCTION tally.get_period_summary(p_account_id uuid, p_month date DEFAULT
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -866,6 +880,7 @@ CREATE FUNCTION tally.get_usage_history(p_account_id uuid, p_months integer DEFA
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -903,6 +918,7 @@ CREATE FUNCTION tally.get_dashboard_stats(p_account_id uuid, p_days integer DEFA
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
