@@ -20,6 +20,11 @@
 -- dimension list, table names from a fixed set) and identifiers through %I; every value
 -- the caller gives travels as a parameter (EXECUTE ... USING).
 
+-- An account's events past the watermark, found by id: the tail of one account costs its
+-- own unfolded events, not its history (the primary key leads with occurred_at after the
+-- account) nor every tenant's tail (the BRIN index on id).
+CREATE INDEX events_account_id_id ON tally.events (account_id, id);
+
 -- ---------------------------------------------------------------------------------------
 -- Shared pieces
 -- ---------------------------------------------------------------------------------------
@@ -374,8 +379,12 @@ BEGIN
         -- the pieces of hours, from the raw events (folded or not)
         SELECT r.idx, %3$s
         FROM unnest($8::integer[], $9::timestamptz[], $10::timestamptz[]) AS r(idx, lo, hi)
-        JOIN tally.events e ON e.account_id = $1 AND e.occurred_at >= r.lo AND e.occurred_at < r.hi
-        WHERE NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)%5$s
+        -- one index range per piece (a join would read all the account's events once)
+        CROSS JOIN LATERAL (
+          SELECT e.* FROM tally.events e
+          WHERE e.account_id = $1 AND e.occurred_at >= r.lo AND e.occurred_at < r.hi
+            AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)%5$s
+        ) e
         GROUP BY r.idx
       ) x(idx, %6$s)
       GROUP BY x.idx
