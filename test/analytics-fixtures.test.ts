@@ -200,3 +200,226 @@ describe('get_usage_series', () => {
     });
   });
 });
+
+/** The ranking columns of breakdown rows (raw numerics: share_pct as printed). */
+const ranking = (rows: Row[]) => rows.map((r) => [r.rank, r.value, r.label, r.is_other, r.share_pct, r.requests]);
+
+describe('get_breakdown', () => {
+  it('ranks the values of a dimension over local days (both included), folds the rest into other, shares sum to 100.00', async () => {
+    const acct = await createAccount(db.pool, 'Breakdown');
+    const day = '2026-05-05T';
+    const on = (n: number, at: string, fields: Fields) => Array.from({ length: n }, (_, i) => ev(acct, `${at}${String(10 + i).padStart(2, '0')}:00:00Z`, fields));
+    await record([
+      ...on(5, day, { event_type: 'llm_call', provider: 'openai', cost_usd: '0.1' }),
+      ...on(3, day, { event_type: 'llm_call', provider: 'anthropic', cost_usd: '0.2' }),
+      ev(acct, `${day}01:00:00Z`, { event_type: 'llm_call', provider: 'google', latency_ms: 10 }),
+      ev(acct, `${day}02:00:00Z`, { event_type: 'llm_call', provider: 'google', latency_ms: 20 }),
+      ...on(2, day, { event_type: 'llm_call' }), // no provider
+      ev(acct, `${day}03:00:00Z`, { provider: 'mistral', latency_ms: 30 }), // an api_request
+      ev(acct, '2026-05-04T23:59:59Z', { event_type: 'llm_call', provider: 'openai' }),
+      ev(acct, '2026-05-06T00:00:00Z', { event_type: 'llm_call', provider: 'anthropic' }),
+    ]);
+    await twice(acct, async () => {
+      // 13 requests: 5/13 = 38.46.., 3/13 = 23.076.., 2/13 = 15.384.. (twice), 1/13 = 7.692..: rounded
+      // one by one they sum to 99.99; the largest remainders (anthropic .69, then google by rank) get the hundredths
+      expect(ranking(await breakdown(db.pool, acct, 'provider', '2026-05-05', '2026-05-05', {}, { raw: true }))).toEqual([
+        [1, 'openai', 'openai', false, '38.46', 5],
+        [2, 'anthropic', 'anthropic', false, '23.08', 3],
+        [3, 'google', 'google', false, '15.39', 2],
+        [4, null, '(none)', false, '15.38', 2], // ties go by value, the absent one last
+        [5, 'mistral', 'mistral', false, '7.69', 1],
+      ]);
+      // limit 2: google, (none) and mistral fold into other (rank 3), with their merged metrics
+      const limited = await breakdown(db.pool, acct, 'provider', '2026-05-05', '2026-05-05', { limit: 2 }, { raw: true });
+      expect(ranking(limited)).toEqual([
+        [1, 'openai', 'openai', false, '38.46', 5],
+        [2, 'anthropic', 'anthropic', false, '23.08', 3],
+        [3, null, 'other', true, '38.46', 5],
+      ]);
+      // latencies 10, 20, 30: avg 20, p50 rank 2 = 20 in slot [16, 22]: 2 * 16 * 22 / 38 = 18.526..; p95 = latency_max
+      expect(limited[2]).toMatchObject({ successful: 5, failed: 0, cost_usd: '0', quantity: '5.000000000000', avg_latency_ms: '20.00', p50_latency_ms: '18.53', p95_latency_ms: '30', p99_latency_ms: '30' });
+      expect(limited[0]).toMatchObject({ cost_usd: '0.500000000000', avg_latency_ms: null, p50_latency_ms: null });
+      // three days, both ends included: 15 requests
+      expect(ranking(await breakdown(db.pool, acct, 'provider', '2026-05-04', '2026-05-06', {}, { raw: true }))).toEqual([
+        [1, 'openai', 'openai', false, '40.00', 6],
+        [2, 'anthropic', 'anthropic', false, '26.67', 4],
+        [3, 'google', 'google', false, '13.33', 2],
+        [4, null, '(none)', false, '13.33', 2],
+        [5, 'mistral', 'mistral', false, '6.67', 1],
+      ]);
+      // by cost: 0.6 and 0.5 of 1.1 (54.5454.., 45.4545..); the zeros follow by value, the absent one last
+      expect(ranking(await breakdown(db.pool, acct, 'provider', '2026-05-05', '2026-05-05', { measure: 'cost' }, { raw: true }))).toEqual([
+        [1, 'anthropic', 'anthropic', false, '54.55', 3],
+        [2, 'openai', 'openai', false, '45.45', 5],
+        [3, 'google', 'google', false, '0.00', 2],
+        [4, 'mistral', 'mistral', false, '0.00', 1],
+        [5, null, '(none)', false, '0.00', 2],
+      ]);
+      // a filter on the dimension itself, and one on another dimension (mistral's event is an api_request)
+      expect(ranking(await breakdown(db.pool, acct, 'provider', '2026-05-05', '2026-05-05', { filters: { providers: ['openai', 'google'] } }, { raw: true }))).toEqual([
+        [1, 'openai', 'openai', false, '71.43', 5],
+        [2, 'google', 'google', false, '28.57', 2],
+      ]);
+      expect(ranking(await breakdown(db.pool, acct, 'provider', '2026-05-05', '2026-05-05', { filters: { eventTypes: ['llm_call'] } }, { raw: true }))).toEqual([
+        [1, 'openai', 'openai', false, '41.67', 5],
+        [2, 'anthropic', 'anthropic', false, '25.00', 3],
+        [3, 'google', 'google', false, '16.67', 2],
+        [4, null, '(none)', false, '16.66', 2],
+      ]);
+      expect(ranking(await breakdown(db.pool, acct, 'event_type', '2026-05-05', '2026-05-05', {}, { raw: true }))).toEqual([
+        [1, 'llm_call', 'llm_call', false, '92.31', 12],
+        [2, 'api_request', 'api_request', false, '7.69', 1],
+      ]);
+      // nothing in the range: no rows
+      expect(await breakdown(db.pool, acct, 'provider', '2026-05-10', '2026-05-12')).toEqual([]);
+    });
+  });
+
+  it('largest-remainder rounding: three equal thirds give 33.34 + 33.33 + 33.33, and 4/6 + 1/6 + 1/6 gives 66.67 + 16.67 + 16.66', async () => {
+    const acct = await createAccount(db.pool, 'Thirds');
+    await record([
+      ev(acct, '2026-05-05T01:00:00Z', { provider: 'a', model: 'm1' }),
+      ev(acct, '2026-05-05T02:00:00Z', { provider: 'a', model: 'm1' }),
+      ev(acct, '2026-05-05T03:00:00Z', { provider: 'b', model: 'm1' }),
+      ev(acct, '2026-05-05T04:00:00Z', { provider: 'b', model: 'm1' }),
+      ev(acct, '2026-05-05T05:00:00Z', { provider: 'c', model: 'm2' }),
+      ev(acct, '2026-05-05T06:00:00Z', { provider: 'c', model: 'm3' }),
+    ]);
+    await twice(acct, async () => {
+      // rounded one by one: 99.99 and 100.01
+      expect(ranking(await breakdown(db.pool, acct, 'provider', '2026-05-05', '2026-05-05', {}, { raw: true }))).toEqual([
+        [1, 'a', 'a', false, '33.34', 2],
+        [2, 'b', 'b', false, '33.33', 2],
+        [3, 'c', 'c', false, '33.33', 2],
+      ]);
+      expect(ranking(await breakdown(db.pool, acct, 'model', '2026-05-05', '2026-05-05', {}, { raw: true }))).toEqual([
+        [1, 'm1', 'm1', false, '66.67', 4],
+        [2, 'm2', 'm2', false, '16.67', 1],
+        [3, 'm3', 'm3', false, '16.66', 1],
+      ]);
+      // a total of 0 (no costs): every share 0.00
+      expect(ranking(await breakdown(db.pool, acct, 'provider', '2026-05-05', '2026-05-05', { measure: 'cost' }, { raw: true }))).toEqual([
+        [1, 'a', 'a', false, '0.00', 2],
+        [2, 'b', 'b', false, '0.00', 2],
+        [3, 'c', 'c', false, '0.00', 2],
+      ]);
+    });
+  });
+
+  it('api_key rows are labelled with the key name; status_class rows by class; bytes and tokens measures', async () => {
+    const acct = await createAccount(db.pool, 'Keys');
+    const production = (await createApiKey(db.pool, acct, 'production')).id;
+    const staging = (await createApiKey(db.pool, acct, 'staging')).id;
+    await record([
+      { api_key_id: production, event_type: 'api_request', occurred_at: '2026-05-05T01:00:00Z', status_code: 200, bytes: 100 },
+      { api_key_id: production, event_type: 'api_request', occurred_at: '2026-05-05T02:00:00Z', status_code: 201, bytes: 300 },
+      { api_key_id: staging, event_type: 'llm_call', occurred_at: '2026-05-05T03:00:00Z', status_code: 404, tokens_in: 10, tokens_out: 5, cost_usd: '0' },
+      ev(acct, '2026-05-05T04:00:00Z', { status_code: 503 }),
+      ev(acct, '2026-05-05T05:00:00Z'),
+    ]);
+    await twice(acct, async () => {
+      expect(ranking(await breakdown(db.pool, acct, 'api_key', '2026-05-05', '2026-05-05', {}, { raw: true }))).toEqual([
+        [1, production, 'production', false, '40.00', 2],
+        [2, null, '(none)', false, '40.00', 2],
+        [3, staging, 'staging', false, '20.00', 1],
+      ]);
+      const classes = await breakdown(db.pool, acct, 'status_class', '2026-05-05', '2026-05-05', {}, { raw: true });
+      expect(ranking(classes)).toEqual([
+        [1, '2xx', '2xx', false, '40.00', 2],
+        [2, '4xx', '4xx', false, '20.00', 1],
+        [3, '5xx', '5xx', false, '20.00', 1],
+        [4, null, '(none)', false, '20.00', 1],
+      ]);
+      expect(classes.map((r) => [r.value, r.successful, r.failed])).toEqual([['2xx', 2, 0], ['4xx', 0, 1], ['5xx', 0, 1], [null, 1, 0]]);
+      expect(ranking(await breakdown(db.pool, acct, 'api_key', '2026-05-05', '2026-05-05', { measure: 'bytes' }, { raw: true }))).toEqual([
+        [1, production, 'production', false, '100.00', 2],
+        [2, staging, 'staging', false, '0.00', 1],
+        [3, null, '(none)', false, '0.00', 2],
+      ]);
+      expect(ranking(await breakdown(db.pool, acct, 'api_key', '2026-05-05', '2026-05-05', { measure: 'tokens' }, { raw: true }))).toEqual([
+        [1, staging, 'staging', false, '100.00', 1],
+        [2, production, 'production', false, '0.00', 2],
+        [3, null, '(none)', false, '0.00', 2],
+      ]);
+      // filtered by key: the key filter matches api_key_id
+      expect(ranking(await breakdown(db.pool, acct, 'event_type', '2026-05-05', '2026-05-05', { filters: { apiKeyIds: [staging] } }, { raw: true }))).toEqual([
+        [1, 'llm_call', 'llm_call', false, '100.00', 1],
+      ]);
+      // the status class is kept apart from the filterable dimensions: no filter with it
+      for (const filters of [{ apiKeyIds: [production] }, { eventTypes: ['x'] }, { providers: ['x'] }, { models: ['x'] }, { endpoints: ['x'] }, { fileTypes: ['x'] }]) {
+        await expect(breakdown(db.pool, acct, 'status_class', '2026-05-05', '2026-05-05', { filters }), JSON.stringify(filters)).rejects.toMatchObject({
+          code: '22023',
+          hint: 'invalid_parameter',
+          message: expect.stringMatching(/status_class/),
+        });
+      }
+    });
+  });
+
+  it('days are the account\'s local days (Asia/Kolkata)', async () => {
+    const ist = await createAccount(db.pool, 'IST breakdown', null, 'Asia/Kolkata');
+    await record([
+      ev(ist, '2026-04-09T18:29:00Z', { provider: 'before' }), // Apr 9 23:59
+      ev(ist, '2026-04-09T18:31:00Z', { provider: 'after' }), // Apr 10 00:01
+      ev(ist, '2026-04-10T18:29:59Z', { provider: 'after' }), // Apr 10 23:59:59
+      ev(ist, '2026-04-10T18:30:00Z', { provider: 'next' }), // Apr 11 00:00
+    ]);
+    await twice(ist, async () => {
+      expect(ranking(await breakdown(db.pool, ist, 'provider', '2026-04-10', '2026-04-10', {}, { raw: true }))).toEqual([[1, 'after', 'after', false, '100.00', 2]]);
+    });
+  });
+});
+
+describe('get_top_endpoints', () => {
+  it('ranks endpoints by requests or cost against the previous period of as many days (rank, rank_change, change %)', async () => {
+    const acct = await createAccount(db.pool, 'Endpoints');
+    const n = (count: number, at: string, fields: Fields) => Array.from({ length: count }, () => ev(acct, at, fields));
+    await record([
+      // before the previous period (May 4-10): would rank first there if it were counted
+      ...n(20, '2026-05-03T23:59:59Z', { endpoint: '/d' }),
+      // the previous period
+      ...n(1, '2026-05-04T00:00:00Z', { endpoint: '/d', cost_usd: '0' }),
+      ...n(9, '2026-05-06T12:00:00Z', { endpoint: '/a', cost_usd: '0.1', latency_ms: 10 }),
+      ...n(1, '2026-05-10T23:59:59Z', { endpoint: '/a', cost_usd: '0.1', latency_ms: 10 }),
+      ...n(8, '2026-05-07T12:00:00Z', { endpoint: '/c', cost_usd: '0.5' }),
+      ...n(5, '2026-05-08T12:00:00Z', { endpoint: '/b', cost_usd: '2' }),
+      // the current period (May 11-17)
+      ...n(1, '2026-05-11T00:00:00Z', { endpoint: '/b', cost_usd: '0.01', latency_ms: 100, status_code: 500 }),
+      ...n(2, '2026-05-12T12:00:00Z', { endpoint: '/b', cost_usd: '0.01', latency_ms: 100, status_code: 500 }),
+      ...n(6, '2026-05-12T13:00:00Z', { endpoint: '/b', cost_usd: '0.01', latency_ms: 100, status_code: 200 }),
+      ...n(7, '2026-05-13T12:00:00Z', { endpoint: '/a', cost_usd: '0.1', latency_ms: 10 }),
+      ...n(4, '2026-05-17T23:59:59Z', { endpoint: '/c', cost_usd: '0.5' }),
+      ...n(4, '2026-05-14T12:00:00Z', { endpoint: '/e', cost_usd: '0' }),
+      ...n(3, '2026-05-15T12:00:00Z', {}), // no endpoint: not ranked
+      // after it
+      ...n(20, '2026-05-18T00:00:00Z', { endpoint: '/e' }),
+    ]);
+    const row = (rank: number, endpoint: string, rest: Row) => ({ rank, endpoint, ...rest });
+    const b = row(1, '/b', { requests: 9, successful: 6, failed: 3, error_pct: '33.33', cost_usd: '0.09', avg_latency_ms: '100', p95_latency_ms: '100', previous_rank: 3, rank_change: 2, previous_requests: 5, previous_cost_usd: '10', requests_change_pct: '80' });
+    const a = row(2, '/a', { requests: 7, successful: 7, failed: 0, error_pct: '0', cost_usd: '0.7', avg_latency_ms: '10', p95_latency_ms: '10', previous_rank: 1, rank_change: -1, previous_requests: 10, previous_cost_usd: '1', requests_change_pct: '-30' });
+    const c = row(3, '/c', { requests: 4, successful: 4, failed: 0, error_pct: '0', cost_usd: '2', avg_latency_ms: null, p95_latency_ms: null, previous_rank: 2, rank_change: -1, previous_requests: 8, previous_cost_usd: '4', requests_change_pct: '-50' });
+    // a tie with /c (4 requests) goes by endpoint; new: no previous rank, no change %
+    const e = row(4, '/e', { requests: 4, successful: 4, failed: 0, error_pct: '0', cost_usd: '0', avg_latency_ms: null, p95_latency_ms: null, previous_rank: null, rank_change: null, previous_requests: 0, previous_cost_usd: '0', requests_change_pct: null });
+    await twice(acct, async () => {
+      expect(await topEndpoints(db.pool, acct, '2026-05-11', '2026-05-17')).toEqual([b, a, c, e]);
+      // the limit cuts the list, not the previous ranking
+      expect(await topEndpoints(db.pool, acct, '2026-05-11', '2026-05-17', { limit: 2 })).toEqual([b, a]);
+      // by cost: now /c 2, /a 0.7, /b 0.09, /e 0; before /b 10, /c 4, /a 1, /d 0
+      expect(await topEndpoints(db.pool, acct, '2026-05-11', '2026-05-17', { orderBy: 'cost' })).toEqual([
+        { ...c, rank: 1, previous_rank: 2, rank_change: 1 },
+        { ...a, rank: 2, previous_rank: 3, rank_change: 1 },
+        { ...b, rank: 3, previous_rank: 1, rank_change: -2 },
+        { ...e, rank: 4 },
+      ]);
+      // a filter applies to both periods
+      expect(await topEndpoints(db.pool, acct, '2026-05-11', '2026-05-17', { filters: { endpoints: ['/a', '/e'] } })).toEqual([
+        { ...a, rank: 1, previous_rank: 1, rank_change: 0 },
+        { ...e, rank: 2 },
+      ]);
+      // one day against the day before: May 11 (one /b) against May 10 (one /a)
+      expect(await topEndpoints(db.pool, acct, '2026-05-11', '2026-05-11')).toEqual([
+        { rank: 1, endpoint: '/b', requests: 1, successful: 0, failed: 1, error_pct: '100', cost_usd: '0.01', avg_latency_ms: '100', p95_latency_ms: '100', previous_rank: null, rank_change: null, previous_requests: 0, previous_cost_usd: '0', requests_change_pct: null },
+      ]);
+    });
+  });
+});
