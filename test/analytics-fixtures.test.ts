@@ -423,3 +423,209 @@ describe('get_top_endpoints', () => {
     });
   });
 });
+
+/** compare_periods' ranges and one metric's [current, previous, change, change_pct]. */
+async function compared(account: string, period: string, at: string, metric = 'requests', filters = {}) {
+  const rows = await comparePeriods(db.pool, account, period, at, filters);
+  expect(rows.map((r) => r.metric)).toEqual([...METRIC_COLUMNS]);
+  const first = rows[0]!;
+  for (const r of rows) {
+    expect([r.current_from, r.current_to, r.previous_from, r.previous_to]).toEqual([first.current_from, first.current_to, first.previous_from, first.previous_to]);
+  }
+  return {
+    ranges: [first.current_from, first.current_to, first.previous_from, first.previous_to],
+    [metric]: comparison(rows)[metric],
+  };
+}
+const instants = (...iso: string[]) => iso.map((s) => new Date(s).toISOString());
+
+describe('compare_periods', () => {
+  it('day (UTC): [today 00:00, p_at) against [yesterday 00:00, the same elapsed time), edges exact to the microsecond', async () => {
+    const acct = await createAccount(db.pool, 'Compare day');
+    await record([
+      ev(acct, '2026-06-08T23:59:59.999999Z', { cost_usd: '9' }), // the day before yesterday
+      ev(acct, '2026-06-09T00:00:00Z', { cost_usd: '0.4' }), // previous: its start is included
+      ev(acct, '2026-06-09T15:45:29.999999Z', { cost_usd: '0.1' }), // previous: the last microsecond
+      ev(acct, '2026-06-09T15:45:30Z', { cost_usd: '9' }), // previous end: excluded
+      ev(acct, '2026-06-10T00:00:00Z', { cost_usd: '0.5', provider: 'openai' }), // current: its start
+      ev(acct, '2026-06-10T12:00:00Z', { cost_usd: '0.25', latency_ms: 20 }), // a whole hour
+      ev(acct, '2026-06-10T15:45:29.999999Z', { cost_usd: '0.25', latency_ms: 40 }), // the piece of an hour
+      ev(acct, '2026-06-10T15:45:30Z', { cost_usd: '9' }), // p_at itself: excluded
+    ]);
+    const at = '2026-06-10T15:45:30Z';
+    const ranges = instants('2026-06-10T00:00:00Z', at, '2026-06-09T00:00:00Z', '2026-06-09T15:45:30Z');
+    await twice(acct, async () => {
+      expect(await compared(acct, 'day', at)).toEqual({ ranges, requests: ['3', '2', '1', '50'] });
+      expect(await compared(acct, 'day', at, 'cost_usd')).toEqual({ ranges, cost_usd: ['1', '0.5', '0.5', '100'] });
+      // latencies 20 and 40 now, none before: change NULL
+      expect(await compared(acct, 'day', at, 'avg_latency_ms')).toEqual({ ranges, avg_latency_ms: ['30', null, null, null] });
+      expect(await compared(acct, 'day', at, 'p50_latency_ms')).toEqual({ ranges, p50_latency_ms: ['18.53', null, null, null] });
+      // a previous value of 0: no change %
+      expect(await compared(acct, 'day', at, 'failed')).toEqual({ ranges, failed: ['0', '0', '0', null] });
+      expect(await compared(acct, 'day', at, 'requests', { providers: ['openai'] })).toEqual({ ranges, requests: ['1', '0', '1', null] });
+    });
+  });
+
+  it('day in Asia/Kolkata: periods start at 18:30 UTC, the sub-hour pieces at both edges are exact', async () => {
+    const ist = await createAccount(db.pool, 'Compare IST day', null, 'Asia/Kolkata');
+    await record([
+      ev(ist, '2026-06-08T18:29:59Z'), // Jun 8 23:59:59: before the previous day
+      ev(ist, '2026-06-08T18:30:00Z'), // Jun 9 00:00: previous
+      ev(ist, '2026-06-08T18:45:00Z'), // previous, in the piece of hour before 19:00Z
+      ev(ist, '2026-06-09T03:00:00Z'), // previous
+      ev(ist, '2026-06-09T10:19:59.999999Z'), // previous, its last microsecond
+      ev(ist, '2026-06-09T10:20:00Z'), // the previous end: excluded
+      ev(ist, '2026-06-09T18:29:59.999999Z'), // Jun 9 23:59:59.999999: in neither
+      ev(ist, '2026-06-09T18:30:00Z'), // Jun 10 00:00: current
+      ev(ist, '2026-06-09T18:59:59Z'), // current, piece of hour
+      ev(ist, '2026-06-10T05:00:00Z'), // current, whole hour
+      ev(ist, '2026-06-10T10:00:00Z'), // current, piece of hour at the end
+      ev(ist, '2026-06-10T10:19:59.999999Z'), // current, its last microsecond
+      ev(ist, '2026-06-10T10:20:00Z'), // p_at: excluded
+    ]);
+    await twice(ist, async () => {
+      // p_at is 15:50 on Jun 10: 15 h 50 min of each day
+      expect(await compared(ist, 'day', '2026-06-10T10:20:00Z')).toEqual({
+        ranges: instants('2026-06-09T18:30:00Z', '2026-06-10T10:20:00Z', '2026-06-08T18:30:00Z', '2026-06-09T10:20:00Z'),
+        requests: ['5', '4', '1', '25'],
+      });
+    });
+  });
+
+  it('month in Asia/Kolkata: whole local days, whole UTC hours and the pieces, against the same elapsed time of the month before', async () => {
+    const ist = await createAccount(db.pool, 'Compare IST month', null, 'Asia/Kolkata');
+    await record([
+      ev(ist, '2026-04-30T18:29:59.999999Z'), // Apr 30, 23:59:59.999999
+      ev(ist, '2026-04-30T18:30:00Z'), // May 1 00:00: previous
+      ev(ist, '2026-05-05T12:00:00Z'), // previous
+      ev(ist, '2026-05-10T10:19:59.999999Z'), // previous, the last microsecond
+      ev(ist, '2026-05-10T10:20:00Z'), // the previous end
+      ev(ist, '2026-05-31T18:29:59.999999Z'), // May 31, after the previous span
+      ev(ist, '2026-05-31T18:30:00Z'), // Jun 1 00:00: current
+      ev(ist, '2026-06-10T10:19:59.999999Z'), // current
+      ev(ist, '2026-06-10T10:20:00Z'), // p_at
+    ]);
+    await twice(ist, async () => {
+      // 9 days 15 h 50 min after each month's start
+      expect(await compared(ist, 'month', '2026-06-10T10:20:00Z')).toEqual({
+        ranges: instants('2026-05-31T18:30:00Z', '2026-06-10T10:20:00Z', '2026-04-30T18:30:00Z', '2026-05-10T10:20:00Z'),
+        requests: ['2', '3', '-1', '-33.33'],
+      });
+    });
+  });
+
+  it('week in New York: from Monday 00:00 local; the previous week over the same elapsed time', async () => {
+    const ny = await createAccount(db.pool, 'Compare NY week', null, 'America/New_York');
+    await record([
+      ev(ny, '2026-03-02T04:59:59Z'), // Sun Mar 1 23:59:59 EST
+      ev(ny, '2026-03-02T05:00:00Z'), // Mon Mar 2 00:00 EST: previous
+      ev(ny, '2026-03-04T12:59:59.999999Z'), // previous, its last microsecond
+      ev(ny, '2026-03-04T13:00:00Z'), // previous end (Wed 08:00 EST)
+      ev(ny, '2026-03-08T12:00:00Z'), // later in the previous week
+      ev(ny, '2026-03-09T04:00:00Z'), // Mon Mar 9 00:00 EDT: current
+      ev(ny, '2026-03-10T12:00:00Z'),
+      ev(ny, '2026-03-11T11:59:59Z'),
+      ev(ny, '2026-03-11T12:00:00Z'), // p_at (Wed 08:00 EDT)
+    ]);
+    await twice(ny, async () => {
+      expect(await compared(ny, 'week', '2026-03-11T12:00:00Z')).toEqual({
+        ranges: instants('2026-03-09T04:00:00Z', '2026-03-11T12:00:00Z', '2026-03-02T05:00:00Z', '2026-03-04T13:00:00Z'),
+        requests: ['3', '2', '1', '50'],
+      });
+    });
+  });
+
+  it('the same elapsed span is elapsed time: 12 hours into the day after spring-forward reach 13:00 EDT the day before', async () => {
+    const ny = await createAccount(db.pool, 'Compare NY DST day', null, 'America/New_York');
+    await record([
+      ev(ny, '2026-03-08T16:30:00Z'), // 12:30 EDT on Mar 8: within 12 elapsed hours of 00:00 EST
+      ev(ny, '2026-03-08T17:00:00Z'), // 13:00 EDT: the previous end
+      ev(ny, '2026-03-09T15:59:59Z'), // 11:59:59 EDT on Mar 9
+    ]);
+    await twice(ny, async () => {
+      expect(await compared(ny, 'day', '2026-03-09T16:00:00Z')).toEqual({
+        ranges: instants('2026-03-09T04:00:00Z', '2026-03-09T16:00:00Z', '2026-03-08T05:00:00Z', '2026-03-08T17:00:00Z'),
+        requests: ['1', '1', '0', '0'],
+      });
+    });
+  });
+
+  it('month in New York (the contract\'s example): Nov 1 00:00 to Nov 15 10:30 against Oct 1 00:00 to the same elapsed time', async () => {
+    const ny = await createAccount(db.pool, 'Compare NY month', null, 'America/New_York');
+    await record([
+      ev(ny, '2026-10-01T03:59:59Z'), // Sep 30
+      ev(ny, '2026-10-01T04:00:00Z'), // Oct 1 00:00 EDT: previous
+      ev(ny, '2026-10-15T15:29:59Z'), // previous
+      ev(ny, '2026-10-15T15:30:00Z'), // previous end: 14 days 11 h 30 min later (11:30 EDT: November has a 25-hour day)
+      ev(ny, '2026-11-01T04:00:00Z'), // Nov 1 00:00 EDT: current
+      ev(ny, '2026-11-10T12:00:00Z'),
+      ev(ny, '2026-11-15T15:29:59.999999Z'),
+      ev(ny, '2026-11-15T15:30:00Z'), // p_at (10:30 EST)
+    ]);
+    await twice(ny, async () => {
+      expect(await compared(ny, 'month', '2026-11-15T15:30:00Z')).toEqual({
+        ranges: instants('2026-11-01T04:00:00Z', '2026-11-15T15:30:00Z', '2026-10-01T04:00:00Z', '2026-10-15T15:30:00Z'),
+        requests: ['3', '2', '1', '50'],
+      });
+    });
+  });
+
+  it('the previous end is capped at the current start (Mar 31 against February)', async () => {
+    const acct = await createAccount(db.pool, 'Compare capped');
+    await record([
+      ev(acct, '2026-02-01T00:00:00Z'),
+      ev(acct, '2026-02-28T23:59:59.999999Z'),
+      ev(acct, '2026-03-01T00:00:00Z'),
+      ev(acct, '2026-03-31T09:59:59Z'),
+      ev(acct, '2026-03-31T10:00:00Z'),
+    ]);
+    await twice(acct, async () => {
+      expect(await compared(acct, 'month', '2026-03-31T10:00:00Z')).toEqual({
+        ranges: instants('2026-03-01T00:00:00Z', '2026-03-31T10:00:00Z', '2026-02-01T00:00:00Z', '2026-03-01T00:00:00Z'),
+        requests: ['2', '2', '0', '0'],
+      });
+    });
+  });
+
+  it('the answer does not depend on the session\'s TimeZone setting', async () => {
+    const acct = await createAccount(db.pool, 'Compare session zone');
+    await record([ev(acct, '2026-03-15T11:30:00Z')]);
+    // Apr 1 00:00 to Apr 15 12:00 UTC against Mar 1 00:00 to Mar 15 12:00 UTC (March holds New York's DST change)
+    const expected = {
+      ranges: instants('2026-04-01T00:00:00Z', '2026-04-15T12:00:00Z', '2026-03-01T00:00:00Z', '2026-03-15T12:00:00Z'),
+      requests: ['0', '1', '-1', '-100'],
+    };
+    const client = await db.pool.connect();
+    try {
+      for (const zone of ['UTC', 'America/New_York', 'Asia/Kolkata', 'Pacific/Kiritimati']) {
+        await client.query(`set timezone = '${zone}'`);
+        const rows = await comparePeriods(client, acct, 'month', '2026-04-15T12:00:00Z');
+        const first = rows[0]!;
+        expect({ ranges: [first.current_from, first.current_to, first.previous_from, first.previous_to], requests: comparison(rows).requests }, zone).toEqual(expected);
+      }
+    } finally {
+      await client.query('reset timezone');
+      client.release();
+    }
+  });
+
+  it('defaults: the month holding now()', async () => {
+    const acct = await createAccount(db.pool, 'Compare defaults', null, 'Asia/Kolkata');
+    await record([ev(acct, undefined)]);
+    const client = await db.pool.connect();
+    try {
+      await client.query('begin');
+      const now = new Date((await client.query('select now() as now')).rows[0].now);
+      const rows = await comparePeriods(client, acct);
+      // the first instant of the local month: the 1st at 00:00 in Kolkata is 18:30 UTC the day before
+      const local = new Date(now.getTime() + 5.5 * 3_600_000);
+      const monthStart = new Date(Date.UTC(local.getUTCFullYear(), local.getUTCMonth(), 1) - 5.5 * 3_600_000);
+      expect([rows[0]!.current_from, rows[0]!.current_to]).toEqual([monthStart.toISOString(), now.toISOString()]);
+      expect(comparison(rows).requests![0]).toBe('1');
+      await client.query('commit');
+    } finally {
+      client.release();
+    }
+  });
+});
+
