@@ -629,3 +629,211 @@ describe('compare_periods', () => {
   });
 });
 
+
+/** The local calendar date of an instant in a zone ('YYYY-MM-DD'), by Intl. */
+function localDate(instant: Date, timeZone: string): string {
+  const parts = new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).formatToParts(instant);
+  const part = (type: string) => parts.find((p) => p.type === type)!.value;
+  return `${part('year')}-${part('month')}-${part('day')}`;
+}
+/** A date 'YYYY-MM-DD' moved by whole months (day 1) or days. */
+function addMonths(date: string, months: number): string {
+  const [y, m] = date.split('-').map(Number) as [number, number];
+  const d = new Date(Date.UTC(y, m - 1 + months, 1));
+  return d.toISOString().slice(0, 10);
+}
+const addDays = (date: string, days: number) => new Date(Date.parse(`${date}T00:00:00Z`) + days * 86_400_000).toISOString().slice(0, 10);
+/** Kolkata is UTC+05:30 all year: the instant of a local midnight. */
+const kolkataMidnight = (date: string) => new Date(Date.parse(`${date}T00:00:00Z`) - 5.5 * 3_600_000).toISOString();
+
+/** Seconds as printed by extract(epoch ...) ('1234.5678') in microseconds. */
+function micros(epoch: string): bigint {
+  const [s, f = ''] = epoch.split('.');
+  return BigInt(s!) * 1_000_000n + BigInt((f + '000000').slice(0, 6));
+}
+/** A decimal string in units of 10^-scale. */
+function units(decimal: string, scale: number): bigint {
+  const [i, f = ''] = decimal.split('.');
+  return BigInt(i!) * 10n ** BigInt(scale) + BigInt((f + '0'.repeat(scale)).slice(0, scale));
+}
+/** n / d rounded half up (n, d >= 0). */
+const roundDiv = (n: bigint, d: bigint) => (2n * n + d) / (2n * d);
+
+describe('get_period_summary', () => {
+  it('a finished month: every event of the local month, savings_pct, and its forecast is its total (actual)', async () => {
+    const ny = await createAccount(db.pool, 'Summary', null, 'America/New_York');
+    await record([
+      ev(ny, '2026-04-01T03:59:59Z', { cost_usd: '5' }), // Mar 31 23:59:59 EDT
+      ev(ny, '2026-04-01T04:00:00Z', { cost_usd: '0.5', potential_cost_usd: '1', latency_ms: 100 }), // Apr 1 00:00 EDT
+      ev(ny, '2026-05-01T03:59:59Z', { cost_usd: '0.25', latency_ms: 300 }), // Apr 30 23:59:59 EDT (potential = cost)
+      ev(ny, '2026-05-01T04:00:00Z', { cost_usd: '5' }), // May 1
+    ]);
+    const april = {
+      month: '2026-04-01', period_start: '2026-04-01T04:00:00.000Z', period_end: '2026-05-01T04:00:00.000Z', as_of: '2026-05-01T04:00:00.000Z', elapsed_pct: '100',
+      ...M({
+        requests: 2, successful: 2, cost_usd: '0.75', potential_cost_usd: '1.25', savings_usd: '0.5', quantity: '2',
+        avg_latency_ms: '200', p50_latency_ms: '106.03', p95_latency_ms: '300', p99_latency_ms: '300',
+      }),
+      savings_pct: '40', forecast_requests: 2, forecast_cost_usd: '0.75', forecast_method: 'actual',
+    };
+    await twice(ny, async () => {
+      for (const day of ['2026-04-01', '2026-04-17', '2026-04-30']) expect(await periodSummary(db.pool, ny, day), day).toEqual([april]);
+      // a month without events: zeros, savings_pct 0, forecast 0
+      expect(await periodSummary(db.pool, ny, '2026-02-10')).toEqual([{
+        month: '2026-02-01', period_start: '2026-02-01T05:00:00.000Z', period_end: '2026-03-01T05:00:00.000Z', as_of: '2026-03-01T05:00:00.000Z',
+        elapsed_pct: '100', ...EMPTY, savings_pct: '0', forecast_requests: 0, forecast_cost_usd: '0', forecast_method: 'actual',
+      }]);
+    });
+  });
+
+  it('the current month: forecast = total x (period_end - period_start) / (as_of - period_start), as_of = now()', async () => {
+    const ny = await createAccount(db.pool, 'Forecast', null, 'America/New_York');
+    await record([ev(ny, undefined, { cost_usd: '0.3' }), ev(ny, undefined, { cost_usd: '0.1' }), ev(ny, undefined, { cost_usd: '0.000000000007' })]);
+    const month = `${localDate(new Date(), 'America/New_York').slice(0, 7)}-01`;
+    await twice(ny, async () => {
+      const { rows } = await db.pool.query(
+        `select s.month::text, s.requests::int, s.cost_usd::text, s.forecast_requests::text, s.forecast_cost_usd::text, s.elapsed_pct::text,
+                s.forecast_method, s.as_of = now() as as_of_now, s.period_end > now() as open,
+                extract(epoch from s.as_of - s.period_start)::text as elapsed, extract(epoch from s.period_end - s.period_start)::text as length
+         from tally.get_period_summary(p_account_id => $1::uuid) s`,
+        [ny],
+      );
+      const s = rows[0];
+      expect(s).toMatchObject({ month, requests: 3, cost_usd: '0.400000000007', forecast_method: 'month_to_date_run_rate', as_of_now: true, open: true });
+      const elapsed = micros(s.elapsed);
+      const length = micros(s.length);
+      expect(BigInt(s.forecast_requests)).toBe(roundDiv(3n * length, elapsed));
+      expect(units(s.forecast_cost_usd, 12)).toBe(roundDiv(units('0.400000000007', 12) * length, elapsed));
+      expect(units(s.elapsed_pct, 2)).toBe(roundDiv(10_000n * elapsed, length));
+      // the month is under way: the forecast is above the total
+      expect(BigInt(s.forecast_requests)).toBeGreaterThanOrEqual(3n);
+    });
+  });
+
+  it('refuses a month that has not started (invalid_parameter)', async () => {
+    const ny = await createAccount(db.pool, 'Not yet', null, 'America/New_York');
+    const next = addMonths(localDate(new Date(), 'America/New_York'), 1);
+    await expect(periodSummary(db.pool, ny, next)).rejects.toMatchObject({ code: '22023', hint: 'invalid_parameter', message: expect.stringMatching(/month/) });
+    // the last day of the current month is in the current month
+    const last = addDays(next, -1);
+    expect((await periodSummary(db.pool, ny, last))[0]).toMatchObject({ month: `${last.slice(0, 7)}-01`, forecast_method: 'month_to_date_run_rate' });
+  });
+});
+
+describe('get_usage_history', () => {
+  it('the last p_months local months, the current one included, oldest first, gap-filled', async () => {
+    const ist = await createAccount(db.pool, 'History', null, 'Asia/Kolkata');
+    const thisMonth = `${localDate(new Date(), 'Asia/Kolkata').slice(0, 7)}-01`;
+    const start = kolkataMidnight(thisMonth); // the current month's first instant, 18:30 UTC the day before
+    const twoAgo = addMonths(thisMonth, -2);
+    await record([
+      ev(ist, `${twoAgo.slice(0, 7)}-15T12:00:00Z`, { latency_ms: 10 }),
+      ev(ist, `${twoAgo.slice(0, 7)}-15T13:00:00Z`, { latency_ms: 20 }),
+      ev(ist, new Date(Date.parse(start) - 1).toISOString()), // the last millisecond of last month
+      ev(ist, start),
+    ]);
+    const one = M({ requests: 1, successful: 1, quantity: '1' });
+    await twice(ist, async () => {
+      expect(await usageHistory(db.pool, ist, 4)).toEqual([
+        { month: addMonths(thisMonth, -3), ...EMPTY },
+        // rank 1 of 2 is 10 ms, slot [8, 10]: 2 * 8 * 10 / 18 = 8.888..
+        { month: twoAgo, ...M({ requests: 2, successful: 2, quantity: '2', avg_latency_ms: '15', p50_latency_ms: '8.89', p95_latency_ms: '20', p99_latency_ms: '20' }) },
+        { month: addMonths(thisMonth, -1), ...one },
+        { month: thisMonth, ...one },
+      ]);
+      expect(await usageHistory(db.pool, ist, 1)).toEqual([{ month: thisMonth, ...one }]);
+      const year = await usageHistory(db.pool, ist); // default: 12
+      expect(year.map((r) => r.month)).toEqual(Array.from({ length: 12 }, (_, i) => addMonths(thisMonth, i - 11)));
+      expect(year.map((r) => r.requests)).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 1, 1]);
+    });
+  });
+});
+
+describe('get_dashboard_stats', () => {
+  it('the last p_days local days, today included, gap-filled, with requests by provider and model', async () => {
+    const ist = await createAccount(db.pool, 'Dashboard', null, 'Asia/Kolkata');
+    const today = localDate(new Date(), 'Asia/Kolkata');
+    const midnight = kolkataMidnight(today);
+    await record([
+      ev(ist, undefined, { provider: 'openai', model: 'gpt', latency_ms: 5 }),
+      ev(ist, undefined, { provider: 'anthropic', model: 'claude' }),
+      ev(ist, undefined, {}),
+      ev(ist, midnight, { provider: 'mistral' }), // today's first instant
+      ev(ist, new Date(Date.parse(midnight) - 1000).toISOString(), { provider: 'openai', model: 'gpt' }), // yesterday 23:59:59
+    ]);
+    await twice(ist, async () => {
+      expect(await dashboardStats(db.pool, ist, 3)).toEqual([
+        { day: addDays(today, -2), ...EMPTY, requests_by_provider: {}, requests_by_model: {} },
+        { day: addDays(today, -1), ...M({ requests: 1, successful: 1, quantity: '1' }), requests_by_provider: { openai: 1 }, requests_by_model: { gpt: 1 } },
+        {
+          day: today,
+          ...M({ requests: 4, successful: 4, quantity: '4', avg_latency_ms: '5', p50_latency_ms: '5', p95_latency_ms: '5', p99_latency_ms: '5' }),
+          requests_by_provider: { openai: 1, anthropic: 1, mistral: 1 },
+          requests_by_model: { gpt: 1, claude: 1 },
+        },
+      ]);
+      const month = await dashboardStats(db.pool, ist); // default: 30 days
+      expect(month.map((r) => r.day)).toEqual(Array.from({ length: 30 }, (_, i) => addDays(today, i - 29)));
+      expect(month.slice(-2).map((r) => r.requests)).toEqual([1, 4]);
+      expect(await dashboardStats(db.pool, ist, 1)).toHaveLength(1);
+    });
+  });
+});
+
+describe('late and unfolded events', () => {
+  it('an event with an old occurred_at, recorded after its bucket was folded, lands in that bucket before and after the next run', async () => {
+    const acct = await createAccount(db.pool, 'Late');
+    await record([ev(acct, '2026-07-10T12:00:00Z', { provider: 'p', endpoint: '/x' })]);
+    await drain(db.pool);
+    await record([ev(acct, '2026-07-10T13:00:00Z', { provider: 'p', endpoint: '/x' })]);
+    const check = async () => {
+      expect((await usageSeries(db.pool, acct, '2026-07-09T00:00:00Z', '2026-07-12T00:00:00Z')).map((r) => r.requests)).toEqual([0, 2, 0]);
+      expect((await usageSeries(db.pool, acct, '2026-07-10T12:00:00Z', '2026-07-10T14:00:00Z', 'hour')).map((r) => r.requests)).toEqual([1, 1]);
+      expect(ranking(await breakdown(db.pool, acct, 'provider', '2026-07-10', '2026-07-10', {}, { raw: true }))).toEqual([[1, 'p', 'p', false, '100.00', 2]]);
+      expect((await topEndpoints(db.pool, acct, '2026-07-10', '2026-07-10'))[0]).toMatchObject({ endpoint: '/x', requests: 2 });
+      expect(comparison(await comparePeriods(db.pool, acct, 'day', '2026-07-10T23:00:00Z')).requests).toEqual(['2', '0', '2', null]);
+      expect((await periodSummary(db.pool, acct, '2026-07-01'))[0]).toMatchObject({ requests: 2, forecast_requests: 2 });
+    };
+    await twice(acct, check);
+    const { rows } = await db.pool.query(
+      `select (select sum(requests)::int from tally.usage_daily where account_id = $1 and bucket = '2026-07-10') as daily,
+              (select sum(requests)::int from tally.usage_daily_by_dimension where account_id = $1 and bucket = '2026-07-10' and dimension = 'provider') as by_provider,
+              (select sum(requests)::int from tally.usage_monthly_by_dimension where account_id = $1 and bucket = '2026-07-01' and dimension = 'endpoint') as monthly_by_endpoint`,
+      [acct],
+    );
+    expect(rows[0]).toEqual({ daily: 2, by_provider: 2, monthly_by_endpoint: 2 });
+  });
+
+  it('an event recorded and not rolled up yet shows in every function, with the same answers after run_rollups', async () => {
+    const acct = await createAccount(db.pool, 'Fresh');
+    await drain(db.pool);
+    await record([
+      ev(acct, '2026-07-20T10:00:00Z', { provider: 'p', endpoint: '/x', cost_usd: '0.5' }),
+      ev(acct, undefined, { provider: 'p', endpoint: '/y', cost_usd: '0.25' }),
+    ]);
+    const today = localDate(new Date(), 'UTC');
+    const answers = async () => ({
+      series: (await usageSeries(db.pool, acct, '2026-07-20T00:00:00Z', '2026-07-21T00:00:00Z')).map((r) => [r.requests, r.cost_usd]),
+      breakdown: ranking(await breakdown(db.pool, acct, 'provider', '2026-07-20', '2026-07-20', {}, { raw: true })),
+      top: (await topEndpoints(db.pool, acct, '2026-07-20', '2026-07-20')).map((r) => [r.endpoint, r.requests, r.cost_usd]),
+      compare: comparison(await comparePeriods(db.pool, acct, 'day', '2026-07-20T12:00:00Z')).requests,
+      summary: (await periodSummary(db.pool, acct, '2026-07-01')).map((r) => [r.requests, r.cost_usd, r.forecast_method]),
+      history: (await usageHistory(db.pool, acct, 1)).map((r) => [r.requests, r.cost_usd]),
+      dashboard: (await dashboardStats(db.pool, acct, 1)).map((r) => [r.day, r.requests, r.requests_by_provider]),
+    });
+    expect(await unfolded(acct)).toBe(2);
+    const before = await answers();
+    expect(before).toEqual({
+      series: [[1, '0.5']],
+      breakdown: [[1, 'p', 'p', false, '100.00', 1]],
+      top: [['/x', 1, '0.5']],
+      compare: ['1', '0', '1', null],
+      summary: [[1, '0.5', 'actual']],
+      history: [[1, '0.25']],
+      dashboard: [[today, 1, { p: 1 }]],
+    });
+    await drain(db.pool);
+    expect(await unfolded(acct)).toBe(0);
+    expect(await answers()).toEqual(before);
+  });
+});
