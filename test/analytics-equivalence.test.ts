@@ -471,9 +471,11 @@ function wire(accounts: Account[], d: EventDraw, now: number) {
   };
 }
 
+/** Runs of the property: 25 (a few seconds); ANALYTICS_PROPERTY_RUNS=n for a longer hunt. */
+const RUNS = Number(process.env.ANALYTICS_PROPERTY_RUNS ?? 25);
 let runs = 0;
 describe('the dashboard functions against a model computed from the raw events', () => {
-  it('every function, any filters, any zone, folded, voided or not', async () => {
+  it('every function, any filters, any zone, folded, voided or not', { timeout: Math.max(60_000, RUNS * 3_000) }, async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.record({
@@ -603,8 +605,8 @@ describe('the dashboard functions against a model computed from the raw events',
         },
       ),
       // each run writes to the database: a failure is reported as drawn (with its seed), not shrunk
-      { numRuns: Number(process.env.ANALYTICS_PROPERTY_RUNS ?? 25), endOnFailure: true },
+      { numRuns: RUNS, endOnFailure: true },
     );
-    expect(runs).toBe(Number(process.env.ANALYTICS_PROPERTY_RUNS ?? 25));
+    expect(runs).toBe(RUNS);
   });
 });
