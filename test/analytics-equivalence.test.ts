@@ -362,8 +362,9 @@ const VALUES = {
 const absentOr = <T>(values: readonly T[]) => fc.option(fc.constantFrom(...values), { nil: null, freq: 3 });
 
 /** An instant, relative to now in the account's calendar: any time of a day, a local midnight or an hour edge (+-1 ms). */
+const recentArb = fc.oneof({ arbitrary: fc.integer({ min: 0, max: 40 }), weight: 1 }, { arbitrary: fc.integer({ min: 0, max: 6 }), weight: 3 });
 const instantArb = fc.record({
-  daysBack: fc.integer({ min: 0, max: 40 }),
+  daysBack: recentArb,
   kind: fc.constantFrom('any', 'midnight', 'hour'),
   ms: fc.integer({ min: 0, max: DAY - 1 }),
   delta: fc.constantFrom(-1, 0, 1),
@@ -419,11 +420,11 @@ const queriesArb = fc.record({
   }),
   breakdown: fc.record({
     account: fc.nat({ max: 1 }), dimension: fc.constantFrom<Dimension>('event_type', 'api_key', 'provider', 'model', 'endpoint', 'file_type', 'status_class'),
-    daysBack: fc.integer({ min: 0, max: 40 }), days: fc.integer({ min: 0, max: 20 }), limit: fc.integer({ min: 1, max: 6 }),
+    daysBack: recentArb, days: fc.integer({ min: 0, max: 20 }), limit: fc.integer({ min: 1, max: 6 }),
     measure: fc.constantFrom('requests', 'cost', 'bytes', 'tokens'), filters: filtersArb,
   }),
   top: fc.record({
-    account: fc.nat({ max: 1 }), daysBack: fc.integer({ min: 0, max: 30 }), days: fc.integer({ min: 0, max: 14 }), limit: fc.integer({ min: 1, max: 4 }),
+    account: fc.nat({ max: 1 }), daysBack: fc.integer({ min: 0, max: 6 }), days: fc.integer({ min: 0, max: 6 }), limit: fc.integer({ min: 1, max: 4 }),
     orderBy: fc.constantFrom('requests', 'cost'), filters: filtersArb,
   }),
   compare: fc.record({
@@ -480,7 +481,7 @@ describe('the dashboard functions against a model computed from the raw events',
       fc.asyncProperty(
         fc.record({
           zones: fc.tuple(fc.constantFrom(...ZONES), fc.constantFrom(...ZONES)),
-          folded: fc.array(eventArb, { maxLength: 40 }),
+          folded: fc.array(eventArb, { maxLength: 60 }),
           chunk: fc.option(fc.integer({ min: 1, max: 30 }), { nil: null }),
           later: fc.array(eventArb, { maxLength: 15 }),
           voids: fc.array(fc.nat(), { maxLength: 8 }),
