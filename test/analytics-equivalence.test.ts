@@ -413,21 +413,23 @@ const filtersFor = (a: Account, f: FilterDraw): Filters => ({
   endpoints: f.endpoints, fileTypes: f.fileTypes,
 });
 
+/** 1 to 3 queries of a kind per run (the queries are cheap; the events are not). */
+const several = <T,>(fields: { [K in keyof T]: fc.Arbitrary<T[K]> }) => fc.array(fc.record(fields), { minLength: 1, maxLength: 3 });
 const queriesArb = fc.record({
-  series: fc.record({
+  series: several({
     account: fc.nat({ max: 1 }), granularity: fc.constantFrom('hour', 'day', 'week', 'month'), from: instantArb,
     span: fc.double({ min: 0.0001, max: 1, noNaN: true }), filters: filtersArb,
   }),
-  breakdown: fc.record({
+  breakdown: several({
     account: fc.nat({ max: 1 }), dimension: fc.constantFrom<Dimension>('event_type', 'api_key', 'provider', 'model', 'endpoint', 'file_type', 'status_class'),
     daysBack: recentArb, days: fc.integer({ min: 0, max: 20 }), limit: fc.integer({ min: 1, max: 6 }),
     measure: fc.constantFrom('requests', 'cost', 'bytes', 'tokens'), filters: filtersArb,
   }),
-  top: fc.record({
+  top: several({
     account: fc.nat({ max: 1 }), daysBack: fc.integer({ min: 0, max: 6 }), days: fc.integer({ min: 0, max: 6 }), limit: fc.integer({ min: 1, max: 4 }),
     orderBy: fc.constantFrom('requests', 'cost'), filters: filtersArb,
   }),
-  compare: fc.record({
+  compare: several({
     account: fc.nat({ max: 1 }), period: fc.constantFrom('day', 'week', 'month'), at: fc.oneof(instantArb, fc.nat()), filters: filtersArb,
   }),
   summary: fc.record({ account: fc.nat({ max: 1 }), monthsBack: fc.integer({ min: 0, max: 2 }), day: fc.integer({ min: 1, max: 28 }) }),
@@ -481,12 +483,12 @@ describe('the dashboard functions against a model computed from the raw events',
       fc.asyncProperty(
         fc.record({
           zones: fc.tuple(fc.constantFrom(...ZONES), fc.constantFrom(...ZONES)),
-          folded: fc.array(eventArb, { maxLength: 60 }),
+          folded: fc.array(eventArb, { maxLength: 80, size: 'medium' }),
           chunk: fc.option(fc.integer({ min: 1, max: 30 }), { nil: null }),
-          later: fc.array(eventArb, { maxLength: 15 }),
+          later: fc.array(eventArb, { maxLength: 20, size: 'medium' }),
           voids: fc.array(fc.nat(), { maxLength: 8 }),
           foldAfterVoids: fc.boolean(),
-          tail: fc.array(eventArb, { maxLength: 12 }),
+          tail: fc.array(eventArb, { maxLength: 15, size: 'medium' }),
           queries: queriesArb,
         }),
         async (draw) => {
@@ -518,18 +520,15 @@ describe('the dashboard functions against a model computed from the raw events',
           const of = (a: Account) => all.filter((e) => e.account === a.id);
           const q = draw.queries;
 
-          // get_usage_series
-          {
-            const a = accounts[q.series.account]!;
-            const maxSpan = { hour: 3 * DAY, day: 45 * DAY, week: 70 * DAY, month: 70 * DAY }[q.series.granularity]!;
-            const from = instant(q.series.from, a.tz, now);
-            const to = from + Math.max(1, Math.round(q.series.span * maxSpan));
-            const f = filtersFor(a, q.series.filters);
-            expect(await usageSeries(db.pool, a.id, iso(from), iso(to), q.series.granularity, f), 'get_usage_series').toEqual(modelSeries(a, of(a), from, to, q.series.granularity, f));
+          for (const series of q.series) {
+            const a = accounts[series.account]!;
+            const maxSpan = { hour: 3 * DAY, day: 45 * DAY, week: 70 * DAY, month: 70 * DAY }[series.granularity]!;
+            const from = instant(series.from, a.tz, now);
+            const to = from + Math.max(1, Math.round(series.span * maxSpan));
+            const f = filtersFor(a, series.filters);
+            expect(await usageSeries(db.pool, a.id, iso(from), iso(to), series.granularity, f), 'get_usage_series').toEqual(modelSeries(a, of(a), from, to, series.granularity, f));
           }
-          // get_breakdown
-          {
-            const b = q.breakdown;
+          for (const b of q.breakdown) {
             const a = accounts[b.account]!;
             const to = addDays(dayOf(now, a.tz), -b.daysBack);
             const from = addDays(to, -b.days);
@@ -537,9 +536,7 @@ describe('the dashboard functions against a model computed from the raw events',
             expect(await breakdown(db.pool, a.id, b.dimension, from, to, { filters: f, limit: b.limit, measure: b.measure }), 'get_breakdown')
               .toEqual(modelBreakdown(a, of(a), b.dimension, from, to, f, b.limit, b.measure));
           }
-          // get_top_endpoints
-          {
-            const t = q.top;
+          for (const t of q.top) {
             const a = accounts[t.account]!;
             const to = addDays(dayOf(now, a.tz), -t.daysBack);
             const from = addDays(to, -t.days);
@@ -547,9 +544,8 @@ describe('the dashboard functions against a model computed from the raw events',
             expect(await topEndpoints(db.pool, a.id, from, to, { filters: f, limit: t.limit, orderBy: t.orderBy }), 'get_top_endpoints')
               .toEqual(modelTopEndpoints(a, of(a), from, to, f, t.limit, t.orderBy));
           }
-          // compare_periods, at a drawn instant or exactly at an event
-          {
-            const c = q.compare;
+          // compare_periods at a drawn instant or exactly at an event
+          for (const c of q.compare) {
             const a = accounts[c.account]!;
             const events = of(a);
             const at = typeof c.at === 'number' ? (events.length > 0 ? events[c.at % events.length]!.t : now - DAY) : instant(c.at, a.tz, now);
