@@ -2545,6 +2545,7 @@ CREATE FUNCTION tally.compare_periods(p_account_id uuid, p_period text DEFAULT '
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
+    SET "TimeZone" TO 'UTC'
     AS $_$
 DECLARE
   v_tz         text := tally._require_usage_reader(p_account_id);
@@ -3010,6 +3011,7 @@ CREATE FUNCTION tally.get_breakdown(p_account_id uuid, p_dimension text, p_from 
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
+    SET "TimeZone" TO 'UTC'
     AS $_$
 DECLARE
   v_tz text := tally._require_usage_reader(p_account_id);
@@ -3087,6 +3089,7 @@ CREATE FUNCTION tally.get_dashboard_stats(p_account_id uuid, p_days integer DEFA
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
+    SET "TimeZone" TO 'UTC'
     AS $_$
 DECLARE
   v_tz    text := tally._require_usage_reader(p_account_id);
@@ -3143,6 +3146,7 @@ CREATE FUNCTION tally.get_period_summary(p_account_id uuid, p_month date DEFAULT
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
+    SET "TimeZone" TO 'UTC'
     AS $_$
 DECLARE
   v_tz    text := tally._require_usage_reader(p_account_id);
@@ -3195,6 +3199,7 @@ CREATE FUNCTION tally.get_top_endpoints(p_account_id uuid, p_from date, p_to dat
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
+    SET "TimeZone" TO 'UTC'
     AS $$
 DECLARE
   v_tz        text := tally._require_usage_reader(p_account_id);
@@ -3257,6 +3262,7 @@ CREATE FUNCTION tally.get_usage_history(p_account_id uuid, p_months integer DEFA
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
+    SET "TimeZone" TO 'UTC'
     AS $_$
 DECLARE
   v_tz   text := tally._require_usage_reader(p_account_id);
@@ -3291,6 +3297,7 @@ CREATE FUNCTION tally.get_usage_series(p_account_id uuid, p_from timestamp with 
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
+    SET "TimeZone" TO 'UTC'
     AS $_$
 DECLARE
   v_tz       text := tally._require_usage_reader(p_account_id);

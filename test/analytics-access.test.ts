@@ -218,6 +218,31 @@ describe('bad arguments: invalid_parameter (22023) naming the argument', () => {
 });
 
 describe('past retention: past_retention (22023)', () => {
+  it("the first day kept is the one apply_retention keeps (its UTC date), whatever the session's TimeZone", async () => {
+    const client = await db.pool.connect();
+    try {
+      await setSetting(db.pool, 'retention.daily', '30 days');
+      // apply_retention runs with TimeZone UTC: it deletes the daily rows before this date
+      const first = (await client.query("select ((now() at time zone 'UTC') - interval '30 days')::date::text as d")).rows[0].d as string;
+      const before = new Date(Date.parse(`${first}T00:00:00Z`) - 86_400_000).toISOString().slice(0, 10);
+      const kolkataMidnight = (date: string) => new Date(Date.parse(`${date}T00:00:00Z`) - 5.5 * 3_600_000).toISOString();
+      // at any time of day, one of the two far zones has another date than UTC for that instant
+      for (const zone of ['UTC', 'Etc/GMT+12', 'Etc/GMT-14']) {
+        await client.query(`set timezone = '${zone}'`);
+        await expectRefused(breakdown(client, account, 'provider', before, first), /past retention/, 'past_retention');
+        await expectRefused(topEndpoints(client, account, before, first), /past retention/, 'past_retention');
+        await expectRefused(usageSeries(client, account, kolkataMidnight(before), kolkataMidnight(first), 'day'), /past retention/, 'past_retention');
+        expect(await breakdown(client, account, 'provider', first, first), zone).toEqual([]);
+        expect(await topEndpoints(client, account, first, first), zone).toEqual([]);
+        expect(await usageSeries(client, account, kolkataMidnight(first), kolkataMidnight(first).replace('Z', '001Z'), 'day'), zone).toHaveLength(1);
+      }
+    } finally {
+      await client.query('reset timezone');
+      client.release();
+      await setSetting(db.pool, 'retention.daily', '100 years');
+    }
+  });
+
   it('day, week and breakdown ranges need daily rows; hour ranges and compare_periods need hourly rows; months are kept forever', async () => {
     const ago = (days: number) => new Date(Date.now() - days * 86_400_000);
     const iso = (days: number) => ago(days).toISOString();

@@ -9,6 +9,7 @@
  * 05:00Z next day); Asia/Kolkata is UTC+05:30 (a local day starts at 18:30Z the day before).
  * 2026-03-02, 2026-03-09 and 2026-05-11 are Mondays.
  */
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { createAccount, createApiKey, recordEvents, setSetting } from './helpers/ledger.ts';
@@ -835,5 +836,50 @@ describe('late and unfolded events', () => {
     await drain(db.pool);
     expect(await unfolded(acct)).toBe(0);
     expect(await answers()).toEqual(before);
+  });
+});
+
+describe("the session's TimeZone", () => {
+  it('changes no answer of any function (UTC and New York accounts, events around the DST change)', async () => {
+    const utc = await createAccount(db.pool, 'Session UTC');
+    const ny = await createAccount(db.pool, 'Session NY', null, 'America/New_York');
+    const events = (acct: string) => [
+      ev(acct, '2026-03-01T00:00:00Z', { provider: 'a', endpoint: '/x', latency_ms: 5 }),
+      ev(acct, '2026-03-07T23:30:00Z', { provider: 'b', endpoint: '/y', cost_usd: '0.5' }),
+      ev(acct, '2026-03-08T06:59:59Z', { provider: 'a', endpoint: '/x' }),
+      ev(acct, '2026-03-08T07:00:00Z', { provider: 'b', endpoint: '/x', status_code: 404 }),
+      ev(acct, '2026-03-15T11:30:00Z', { provider: 'a', endpoint: '/y' }),
+      ev(acct, '2026-04-02T12:00:00Z', { provider: 'a', endpoint: '/y' }),
+      ev(acct, '2026-04-15T11:59:59Z', { provider: 'b', endpoint: '/x' }),
+      ev(acct, undefined, { provider: 'a', endpoint: '/x' }),
+    ];
+    await record([...events(utc), ...events(ny)]);
+    const answers = async (client: pg.PoolClient, acct: string) => ({
+      hours: await usageSeries(client, acct, '2026-03-07T20:00:00Z', '2026-03-08T10:00:00Z', 'hour'),
+      days: await usageSeries(client, acct, '2026-03-01T00:00:00Z', '2026-03-20T00:00:00Z', 'day'),
+      weeks: await usageSeries(client, acct, '2026-02-20T00:00:00Z', '2026-04-20T00:00:00Z', 'week'),
+      months: await usageSeries(client, acct, '2026-01-15T00:00:00Z', '2026-05-15T00:00:00Z', 'month'),
+      breakdown: await breakdown(client, acct, 'provider', '2026-03-01', '2026-04-30'),
+      top: await topEndpoints(client, acct, '2026-03-08', '2026-03-14'),
+      compare: await Promise.all(['day', 'week', 'month'].flatMap((p) => ['2026-03-08T12:00:00Z', '2026-04-15T12:00:00Z'].map((at) => comparePeriods(client, acct, p, at)))),
+      summary: await periodSummary(client, acct, '2026-03-05'),
+      history: await usageHistory(client, acct, 12),
+      dashboard: await dashboardStats(client, acct, 5),
+    });
+    const client = await db.pool.connect();
+    try {
+      for (const acct of [utc, ny]) {
+        await client.query("set timezone = 'UTC'");
+        const expected = await answers(client, acct);
+        expect(expected.compare[5]!.find((r) => r.metric === 'requests')).toMatchObject({ previous_value: acct === utc ? '5' : '4' });
+        for (const zone of ['America/New_York', 'Asia/Kolkata', 'Pacific/Kiritimati', 'Etc/GMT+12', 'Australia/Lord_Howe']) {
+          await client.query(`set timezone = '${zone}'`);
+          expect(await answers(client, acct), `${acct === utc ? 'UTC' : 'New York'} account, session ${zone}`).toEqual(expected);
+        }
+      }
+    } finally {
+      await client.query('reset timezone');
+      client.release();
+    }
   });
 });
