@@ -5,11 +5,15 @@
  * verify_rollups reports a tampered, missing or stray row (grains daily_by_dimension and
  * monthly_by_dimension, with dimension and value); void_events, reprice and
  * recompute_rollups rebuild them; apply_retention drops the daily ones with retention.daily
- * and keeps the monthly ones; members read only their accounts' rows.
+ * and keeps the monthly ones; members read only their accounts' rows. And an installation
+ * upgraded to migration 35 gets them for the buckets it already holds.
  */
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runMigrations } from '../src/database/migrate.ts';
 import { seededRandom } from '../src/seeded-random.ts';
-import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
+import { emptyDatabase, migratedDatabase, type TestDatabase } from './helpers/db.ts';
+import { migrateBefore } from './helpers/partial-migrate.ts';
 import { createAccount, createApiKey, recordEvents, setSetting } from './helpers/ledger.ts';
 import { anon, as, createUser, service, user } from './helpers/personas.ts';
 
@@ -314,6 +318,76 @@ describe('rows by dimension', () => {
       expect(all.rows[0].n).toBeGreaterThan(1);
       await expect(as(db.pool, anon, (c) => c.query(`select 1 from tally.${table} limit 1`))).rejects.toMatchObject({ code: '42501' });
       await expect(as(db.pool, user(owner), (c) => c.query(`delete from tally.${table}`))).rejects.toMatchObject({ code: '42501' });
+    }
+  });
+});
+
+describe('an installation upgraded to migration 35', () => {
+  let old: TestDatabase;
+  let ids: string[] = [];
+  beforeAll(async () => {
+    old = await emptyDatabase();
+    const file = fs.readdirSync(new URL('../db/migrations/', import.meta.url)).find((f) => f.endsWith('_usage-by-dimension.sql'))!;
+    await migrateBefore(old.url, file);
+    await old.pool.query("update tally.settings set value = '100 years' where name = 'retention.events'");
+    ids = [
+      (await old.pool.query("select id from tally.create_account(p_name => 'Old UTC')")).rows[0].id,
+      (await old.pool.query("select id from tally.create_account(p_name => 'Old Kolkata', p_timezone => 'Asia/Kolkata')")).rows[0].id,
+    ];
+    const at = (daysAgo: number, hour: number) => new Date(Date.now() - daysAgo * 86_400_000 - hour * 3_600_000).toISOString();
+    const wire = (account: string, t: string, i: number) => ({
+      account_id: account, event_type: ['api_request', 'llm_call'][i % 2], occurred_at: t, provider: [undefined, 'openai', 'anthropic'][i % 3],
+      endpoint: ['/a', undefined][i % 2], status_code: [200, 404, undefined, 503][i % 4], latency_ms: i % 5 === 0 ? undefined : i * 7, cost_usd: i % 3 === 1 ? '0.25' : undefined,
+    });
+    // buckets long before the raw events' retention cutoff set below (31 days), and recent ones
+    const times = [400, 200, 90, 45, 20, 10, 2, 0].flatMap((d) => [at(d, 1), at(d, 13)]);
+    const events = ids.flatMap((a) => times.map((t, i) => wire(a, t, i)));
+    const recorded = (await old.pool.query('select tally.record_events(p_events => $1::jsonb) as r', [JSON.stringify(events)])).rows[0].r;
+    expect(recorded).toMatchObject({ accepted: events.length });
+    while ((await old.pool.query('select tally.run_rollups() as r')).rows[0].r.more);
+    // one folded event voided, and a few not folded when the migration runs
+    const victim = (await old.pool.query('select id from tally.events order by id limit 1 offset 5')).rows[0].id;
+    await old.pool.query("select tally.void_events(array[$1::bigint], 'upgrade test')", [victim]);
+    await old.pool.query('select tally.record_events(p_events => $1::jsonb)', [JSON.stringify(ids.map((a, i) => wire(a, at(1, 2), i)))]);
+    await old.pool.query("update tally.settings set value = '31 days' where name = 'retention.events'");
+    await runMigrations(old.url);
+    while ((await old.pool.query('select tally.run_rollups() as r')).rows[0].r.more);
+  });
+  afterAll(async () => {
+    await old?.drop();
+  });
+
+  it('buckets whose raw events are kept are folded again from them (status classes included); older ones get their tuple dimensions from the stored rows and no status-class rows', async () => {
+    const floor = (await old.pool.query("select now() - interval '31 days' as f")).rows[0].f as Date;
+    for (const grain of ['daily', 'monthly'] as const) {
+      const { rows } = await old.pool.query(
+        `with x as (${direct(grain)}),
+              y as (select * from tally.usage_${grain}_by_dimension where account_id = any($1::uuid[])),
+              keyed as (
+                select coalesce(x.account_id, y.account_id) as account_id, coalesce(x.bucket, y.bucket) as bucket,
+                       coalesce(x.dimension, y.dimension) as dimension, coalesce(x.value, y.value) as value, x.requests as expected, y.requests as actual,
+                       (${METRICS.map((m) => `x.${m} is distinct from y.${m}`).join(' or ')}) as differs
+                from x full join y on y.account_id = x.account_id and y.bucket = x.bucket and y.dimension = x.dimension and y.value is not distinct from x.value)
+         select k.*, (k.bucket::timestamp at time zone a.timezone) >= $2::timestamptz as kept
+         from keyed k join tally.accounts a on a.id = k.account_id where k.differs order by 1, 2, 3, 4`,
+        [ids, floor],
+      );
+      // only the old buckets differ, and only by their missing status-class rows
+      expect(rows.filter((r) => r.kept), grain).toEqual([]);
+      expect(rows.length, grain).toBeGreaterThan(0);
+      expect(rows.every((r) => r.dimension === 'status_class' && r.actual === null), grain).toBe(true);
+      // the stored old buckets still hold every other dimension, summing to the bucket's totals
+      const { rows: sums } = await old.pool.query(
+        `select u.dimension, bool_and(u.requests = t.requests) as equal, count(*)::int as buckets
+         from (select account_id, bucket, dimension, sum(requests) as requests from tally.usage_${grain}_by_dimension where account_id = any($1::uuid[]) group by 1, 2, 3) u
+         join (select account_id, bucket, sum(requests) as requests from tally.usage_${grain} group by 1, 2) t using (account_id, bucket)
+         group by 1 order by 1`,
+        [ids],
+      );
+      expect(sums.map((s) => [s.dimension, s.equal])).toEqual(
+        ['api_key', 'endpoint', 'event_type', 'file_type', 'model', 'provider', 'status_class'].map((d) => [d, true]),
+      );
+      expect(sums.find((s) => s.dimension === 'status_class').buckets).toBeLessThan(sums.find((s) => s.dimension === 'event_type').buckets);
     }
   });
 });
