@@ -883,3 +883,47 @@ describe("the session's TimeZone", () => {
     }
   });
 });
+
+describe('a local midnight that happens twice', () => {
+  // Atlantic/Azores falls back from 01:00 (+00) to 00:00 (-01) on 2026-10-25, America/Havana
+  // from 01:00 (-04) to 00:00 (-05) on 2026-11-01: 00:00 is on the clock twice, and the day
+  // starts at the first one (as the rollups cut it: the events between are of that day).
+  it('the day, and a period starting that day, start at the first one (Atlantic/Azores, America/Havana)', async () => {
+    const azores = await createAccount(db.pool, 'Azores', null, 'Atlantic/Azores');
+    const havana = await createAccount(db.pool, 'Havana', null, 'America/Havana');
+    await record([
+      ev(azores, '2026-10-24T23:59:59Z'), // Oct 24 23:59:59 (+00)
+      ev(azores, '2026-10-25T00:30:00Z'), // Oct 25 00:30 (+00), the first 00:30
+      ev(azores, '2026-10-25T01:30:00Z'), // Oct 25 00:30 (-01), the second
+      ev(havana, '2026-11-01T03:59:59Z'), // Oct 31 23:59:59 (-04)
+      ev(havana, '2026-11-01T04:30:00Z'), // Nov 1 00:30 (-04)
+      ev(havana, '2026-11-01T05:30:00Z'), // Nov 1 00:30 (-05)
+    ]);
+    const n = (requests: number) => M({ requests, successful: requests, quantity: String(requests) });
+    await twice(havana, async () => {
+      expect(await usageSeries(db.pool, azores, '2026-10-24T12:00:00Z', '2026-10-25T12:00:00Z')).toEqual([
+        bucket('2026-10-24T00:00:00Z', '2026-10-25T00:00:00Z', '2026-10-24', n(1)),
+        bucket('2026-10-25T00:00:00Z', '2026-10-26T01:00:00Z', '2026-10-25', n(2)), // 25 hours
+      ]);
+      expect(await usageSeries(db.pool, havana, '2026-10-31T12:00:00Z', '2026-11-01T12:00:00Z')).toEqual([
+        bucket('2026-10-31T04:00:00Z', '2026-11-01T04:00:00Z', '2026-10-31', n(1)),
+        bucket('2026-11-01T04:00:00Z', '2026-11-02T05:00:00Z', '2026-11-01', n(2)),
+      ]);
+      expect((await usageSeries(db.pool, havana, '2026-11-10T00:00:00Z', '2026-11-11T00:00:00Z', 'month')).map((r) => [r.bucket_start, r.bucket_end, r.requests]))
+        .toEqual([['2026-11-01T04:00:00.000Z', '2026-12-01T05:00:00.000Z', 2]]);
+      // 00:45 on the first pass through the hour: the day began 45 minutes ago
+      expect(await compared(azores, 'day', '2026-10-25T00:45:00Z')).toEqual({
+        ranges: instants('2026-10-25T00:00:00Z', '2026-10-25T00:45:00Z', '2026-10-24T00:00:00Z', '2026-10-24T00:45:00Z'),
+        requests: ['1', '0', '1', null],
+      });
+      // December so far (5 hours) against the first 5 hours of November, which began at 04:00Z
+      expect(await compared(havana, 'month', '2026-12-01T10:00:00Z')).toEqual({
+        ranges: instants('2026-12-01T05:00:00Z', '2026-12-01T10:00:00Z', '2026-11-01T04:00:00Z', '2026-11-01T09:00:00Z'),
+        requests: ['0', '2', '-2', '-100'],
+      });
+      expect((await periodSummary(db.pool, havana, '2026-11-15'))[0]).toMatchObject({
+        month: '2026-11-01', period_start: '2026-11-01T04:00:00.000Z', period_end: '2026-12-01T05:00:00.000Z', requests: 2,
+      });
+    });
+  });
+});
