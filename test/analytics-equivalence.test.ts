@@ -37,33 +37,38 @@ afterAll(async () => {
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
-const ZONES = ['UTC', 'Asia/Kolkata', 'America/New_York', 'Asia/Kathmandu', 'Australia/Lord_Howe'] as const;
+// Atlantic/Azores and America/Havana fall back from 01:00 to 00:00: midnight twice a year
+const ZONES = ['UTC', 'Asia/Kolkata', 'America/New_York', 'Asia/Kathmandu', 'Australia/Lord_Howe', 'Atlantic/Azores', 'America/Havana'] as const;
 
 // ---------------------------------------------------------------------------------------
 // Calendars, from Intl
 // ---------------------------------------------------------------------------------------
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
-function wall(t: number, tz: string): { date: string; ms: number } {
+/** The local date of an instant. */
+function dayOf(t: number, tz: string): string {
   let f = formatters.get(tz);
   if (!f) {
-    f = new Intl.DateTimeFormat('en-CA', { timeZone: tz, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    f = new Intl.DateTimeFormat('en-CA', { timeZone: tz, year: 'numeric', month: '2-digit', day: '2-digit' });
     formatters.set(tz, f);
   }
   const p = Object.fromEntries(f.formatToParts(new Date(t)).map((x) => [x.type, x.value]));
-  const date = `${p.year}-${p.month}-${p.day}`;
-  // the wall clock as if it were UTC, with the instant's milliseconds
-  return { date, ms: Date.UTC(Number(p.year), Number(p.month) - 1, Number(p.day), Number(p.hour), Number(p.minute), Number(p.second)) + (((t % 1000) + 1000) % 1000) };
+  return `${p.year}-${p.month}-${p.day}`;
 }
-/** The local date of an instant. */
-const dayOf = (t: number, tz: string) => wall(t, tz).date;
-/** The instant of a local midnight (every zone used here has one each day). */
+/**
+ * The first instant of a local day, found by bisection (the local date only grows with
+ * time): the first pass of a midnight that happens twice, the end of a gap at midnight.
+ */
 function midnight(date: string, tz: string): number {
   const target = Date.parse(`${date}T00:00:00Z`);
-  let t = target;
-  for (let i = 0; i < 4; i++) t = target - (wall(t, tz).ms - t);
-  if (wall(t, tz).ms !== target) throw new Error(`no midnight found for ${date} in ${tz}`);
-  return t;
+  let lo = target - 15 * HOUR; // before the day in every zone (offsets are -12 h to +14 h)
+  let hi = target + 15 * HOUR; // in it or later
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (dayOf(mid, tz) >= date) hi = mid;
+    else lo = mid;
+  }
+  return hi;
 }
 const addDays = (date: string, n: number) => new Date(Date.parse(`${date}T00:00:00Z`) + n * DAY).toISOString().slice(0, 10);
 function addMonths(date: string, n: number): string {
