@@ -1,4 +1,11 @@
--- The dashboard functions answer the same whatever the caller's TimeZone setting.
+-- Two fixes of the dashboard functions (migration 36), found by their tests:
+-- 1. they answer the same whatever the caller's TimeZone setting;
+-- 2. a local day, week or month starts at its first instant, also where midnight happens
+--    twice (below).
+--
+-- ---------------------------------------------------------------------------------------
+-- 1. The session's TimeZone
+-- ---------------------------------------------------------------------------------------
 --
 -- Their calendars are the account's (every local day, week and month is computed with an
 -- explicit AT TIME ZONE), but two steps used the session's TimeZone:
@@ -37,7 +44,7 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------
--- A local day, week or month starts at its first instant, also when midnight happens twice
+-- 2. A local day, week or month starts at its first instant, also when midnight happens twice
 -- ---------------------------------------------------------------------------------------
 --
 -- Where clocks fall back from 01:00 to 00:00 (Atlantic/Azores on the last Sunday of
