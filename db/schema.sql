@@ -1232,6 +1232,21 @@ $_$;
 COMMENT ON FUNCTION tally._live_view_sql(p_grain text) IS 'The SELECT of the live view of a grain (tally.usage_<grain>_live), generated from tally._rollup_metrics() and tally._rollup_grains().';
 
 --
+-- Name: _local_start(timestamp without time zone, text); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._local_start(p_local timestamp without time zone, p_timezone text) RETURNS timestamp with time zone
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ select least(p_local AT TIME ZONE p_timezone, ((p_local - interval '1 hour') AT TIME ZONE p_timezone) + interval '1 hour') $$;
+
+--
+-- Name: FUNCTION _local_start(p_local timestamp without time zone, p_timezone text); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._local_start(p_local timestamp without time zone, p_timezone text) IS 'The first instant at which the clock of p_timezone reads p_local (a local midnight that happens twice, clocks falling back from 01:00 to 00:00: its first pass; AT TIME ZONE alone gives the second).';
+
+--
 -- Name: _meter_field_accepts(text, regtype); Type: FUNCTION; Schema: tally; Owner: -
 --
 
@@ -2058,11 +2073,11 @@ BEGIN
     CONTINUE WHEN v_lo >= v_hi;
     -- whole local days: from the first local midnight at or after lo to the last at or before hi
     v_d1 := (v_lo AT TIME ZONE v_tz)::date;
-    IF (v_d1::timestamp AT TIME ZONE v_tz) < v_lo THEN
+    IF tally._local_start(v_d1::timestamp, v_tz) < v_lo THEN
       v_d1 := v_d1 + 1;
     END IF;
     v_d2 := (v_hi AT TIME ZONE v_tz)::date - 1;   -- the day before the one hi falls in
-    IF ((v_d2 + 2)::timestamp AT TIME ZONE v_tz) <= v_hi THEN
+    IF tally._local_start((v_d2 + 2)::timestamp, v_tz) <= v_hi THEN
       v_d2 := v_d2 + 1;
     END IF;
     IF v_d1 <= v_d2 THEN
@@ -2071,8 +2086,8 @@ BEGIN
     -- the edges outside the whole days (or the whole range when it holds none)
     FOR v_edge IN
       SELECT x.a, x.b FROM (VALUES
-        (v_lo, CASE WHEN v_d1 <= v_d2 THEN (v_d1::timestamp AT TIME ZONE v_tz) ELSE v_hi END),
-        (CASE WHEN v_d1 <= v_d2 THEN ((v_d2 + 1)::timestamp AT TIME ZONE v_tz) ELSE v_hi END, v_hi)) AS x(a, b)
+        (v_lo, CASE WHEN v_d1 <= v_d2 THEN tally._local_start(v_d1::timestamp, v_tz) ELSE v_hi END),
+        (CASE WHEN v_d1 <= v_d2 THEN tally._local_start((v_d2 + 1)::timestamp, v_tz) ELSE v_hi END, v_hi)) AS x(a, b)
       WHERE x.a < x.b
     LOOP
       -- whole UTC hours inside the edge, and the pieces of hours around them
@@ -2604,8 +2619,8 @@ BEGIN
   v_step := CASE p_period WHEN 'day' THEN interval '1 day' WHEN 'week' THEN interval '7 days' ELSE interval '1 month' END;
   v_local := p_at AT TIME ZONE v_tz;
   -- the local calendar: the period holding p_at, and the one before it
-  v_cur_from := date_trunc(p_period, v_local) AT TIME ZONE v_tz;
-  v_prev_from := (date_trunc(p_period, v_local) - v_step) AT TIME ZONE v_tz;
+  v_cur_from := tally._local_start(date_trunc(p_period, v_local), v_tz);
+  v_prev_from := tally._local_start(date_trunc(p_period, v_local) - v_step, v_tz);
   -- the same elapsed time, in seconds (an interval of days would follow the session's zone)
   v_prev_to := least(v_prev_from + extract(epoch FROM p_at - v_cur_from) * interval '1 second', v_cur_from);
   IF v_prev_from < date_trunc('hour', tally._retention_floor('hourly'), 'UTC') THEN
@@ -3185,8 +3200,8 @@ DECLARE
   v_end   timestamptz;
 BEGIN
   v_month := date_trunc('month', coalesce(p_month, (now() AT TIME ZONE v_tz)::date))::date;
-  v_start := v_month::timestamp AT TIME ZONE v_tz;
-  v_end := (v_month + interval '1 month') AT TIME ZONE v_tz;
+  v_start := tally._local_start(v_month::timestamp, v_tz);
+  v_end := tally._local_start(v_month + interval '1 month', v_tz);
   IF v_start > now() THEN
     PERFORM tally._raise('invalid_parameter', format('month: %s has not started yet', to_char(v_month, 'YYYY-MM')));
   END IF;
@@ -3385,7 +3400,7 @@ BEGIN
                                                   tally._retention_floor('daily')::date));
   END IF;
   RETURN QUERY EXECUTE format($q$
-    SELECT (g.d::timestamp AT TIME ZONE %1$L), ((g.d + $3)::timestamp AT TIME ZONE %1$L), g.d, %2$s
+    SELECT tally._local_start(g.d::timestamp, %1$L), tally._local_start((g.d + $3)::timestamp, %1$L), g.d, %2$s
     FROM (SELECT s::date AS d FROM generate_series($1::timestamp, $2::timestamp, $3) AS s) g
     LEFT JOIN tally._usage_by($4, $5, NULL, NULL, $1,
                               CASE WHEN $5 = 'week' THEN $2 + 6 ELSE $2 END, NULL, $6, $7, $8, $9, $10, $11) r ON r.day = g.d
@@ -7284,6 +7299,12 @@ REVOKE ALL ON FUNCTION tally._latency_percentiles(p_hist bigint[], p_latency_max
 --
 
 REVOKE ALL ON FUNCTION tally._live_view_sql(p_grain text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION _local_start(p_local timestamp without time zone, p_timezone text); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._local_start(p_local timestamp without time zone, p_timezone text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION _meter_field_accepts(p_field text, p_type regtype); Type: ACL; Schema: tally; Owner: -
