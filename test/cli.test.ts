@@ -58,6 +58,10 @@ describe('tally CLI', () => {
     const migrated = await runCli(['migrate'], env);
     expect(migrated.code).toBe(0);
     expect(migrated.stdout).toMatch(/^applied \d+ migration\(s\)/);
+    // no rollup run may land between the two status reads below (on a loaded machine they
+    // can be seconds apart): the first tick of the interval job comes after an hour
+    const slow = await runCli(['schedule', 'set', 'tally-rollups', '1h'], env);
+    expect(slow.code).toBe(0);
 
     const service = await startCli(['start'], env, /tally: ready/);
     expect(service.output()).toMatch(new RegExp(`schema version \\d+ · worker running \\(${SCHEDULED_JOBS.length} schedules\\)`));
