@@ -99,24 +99,26 @@ CREATE FUNCTION tally._apply_rollup_metrics() RETURNS void
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
-  v_g record;
-  v_m record;
+  v_table text;
+  v_m     record;
 BEGIN
-  FOR v_g IN SELECT * FROM tally._rollup_grains() ORDER BY ord LOOP
+  FOREACH v_table IN ARRAY ARRAY['usage_hourly', 'usage_daily', 'usage_monthly', 'usage_daily_by_dimension', 'usage_monthly_by_dimension'] LOOP
     FOR v_m IN
       SELECT m.* FROM tally._rollup_metrics() m
       WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute at
-                        WHERE at.attrelid = format('tally.%I', v_g.table_name)::regclass
+                        WHERE at.attrelid = format('tally.%I', v_table)::regclass
                           AND at.attname = m.name AND NOT at.attisdropped)
       ORDER BY m.ord
     LOOP
       IF v_m.combine <> 'sum' THEN
         RAISE EXCEPTION 'adding a % metric (%) needs its own migration', v_m.combine, v_m.name;
       END IF;
-      EXECUTE format('ALTER TABLE tally.%I ADD COLUMN %I %s NOT NULL DEFAULT 0', v_g.table_name, v_m.name, v_m.sql_type);
+      EXECUTE format('ALTER TABLE tally.%I ADD COLUMN %I %s NOT NULL DEFAULT 0', v_table, v_m.name, v_m.sql_type);
     END LOOP;
+  END LOOP;
+  FOR v_table IN SELECT g.grain FROM tally._rollup_grains() g ORDER BY g.ord LOOP
     EXECUTE format('CREATE OR REPLACE VIEW tally.%I WITH (security_invoker = true) AS %s',
-                   v_g.table_name || '_live', tally._live_view_sql(v_g.grain));
+                   'usage_' || v_table || '_live', tally._live_view_sql(v_table));
   END LOOP;
 END
 $$;
@@ -125,7 +127,7 @@ $$;
 -- Name: FUNCTION _apply_rollup_metrics(); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._apply_rollup_metrics() IS 'Migration helper: adds the columns of new sum metrics of tally._rollup_metrics() to usage_hourly/daily/monthly (NOT NULL DEFAULT 0) and regenerates the three *_live views from the lists.';
+COMMENT ON FUNCTION tally._apply_rollup_metrics() IS 'Migration helper: adds the columns of new sum metrics of tally._rollup_metrics() to usage_hourly/daily/monthly and the tables by dimension (NOT NULL DEFAULT 0) and regenerates the three *_live views from the lists.';
 
 --
 -- Name: _backfill_rollup_metric(text); Type: FUNCTION; Schema: tally; Owner: -
@@ -142,11 +144,14 @@ DECLARE
   v_g      record;
   v_n      bigint;
   v_counts jsonb := '{}';
+  v_dims   text;
 BEGIN
   SELECT * INTO v_m FROM tally._rollup_metrics() m WHERE m.name = p_metric AND m.combine = 'sum';
   IF NOT FOUND THEN
     RAISE EXCEPTION 'no sum metric %', p_metric;
   END IF;
+  SELECT string_agg(format('(%L, %s)', d.dimension, d.value_sql), ', ' ORDER BY d.ord) INTO v_dims
+  FROM tally._rollup_dimensions() d;
   PERFORM pg_advisory_xact_lock(hashtext('tally.run_rollups'));
   FOR v_g IN SELECT * FROM tally._rollup_grains() ORDER BY ord LOOP
     EXECUTE format($q$
@@ -163,6 +168,26 @@ BEGIN
       v_g.table_name, v_m.name, v_g.event_bucket, tally._dim_key_sql('e'), v_m.group_value);
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_counts := v_counts || jsonb_build_object(v_g.grain, v_n);
+    CONTINUE WHEN v_g.grain = 'hourly';
+    -- the same metric per dimension value (group_value reads the events as e)
+    EXECUTE format($q$
+      UPDATE tally.%1$I u SET %2$I = s.v
+      FROM (
+        SELECT e.account_id, e.bucket, d.dimension, d.value, %5$s AS v
+        FROM (SELECT x.*, %3$s AS bucket, %6$s AS status_class
+              FROM tally.events x JOIN tally.accounts a ON a.id = x.account_id
+              WHERE x.id <= (SELECT s.watermark FROM tally.rollup_state s)
+                AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = x.account_id AND v.event_id = x.id)) e
+        CROSS JOIN LATERAL (SELECT b.* FROM (SELECT e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type, e.status_class) b) b
+        CROSS JOIN LATERAL (VALUES %4$s) AS d(dimension, value)
+        GROUP BY 1, 2, 3, 4
+      ) s
+      WHERE u.account_id = s.account_id AND u.bucket = s.bucket AND u.dimension = s.dimension
+        AND u.value IS NOT DISTINCT FROM s.value AND u.%2$I IS DISTINCT FROM s.v$q$,
+      v_g.table_name || '_by_dimension', v_m.name, replace(v_g.event_bucket, 'e.', 'x.'), v_dims, v_m.group_value,
+      tally._status_class_sql('x'));
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_counts := v_counts || jsonb_build_object(v_g.grain || '_by_dimension', v_n);
   END LOOP;
   RETURN v_counts;
 END
@@ -172,7 +197,7 @@ $_$;
 -- Name: FUNCTION _backfill_rollup_metric(p_metric text); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._backfill_rollup_metric(p_metric text) IS 'Migration helper: sets a new sum metric of every stored usage_hourly/daily/monthly row from the folded raw events (id <= watermark, not voided) and returns the rows changed per grain; rows whose raw events are past retention keep the default.';
+COMMENT ON FUNCTION tally._backfill_rollup_metric(p_metric text) IS 'Migration helper: sets a new sum metric of every stored usage_hourly/daily/monthly row, and of the rows by dimension, from the folded raw events (id <= watermark, not voided) and returns the rows changed per grain; rows whose raw events are past retention keep the default.';
 
 --
 -- Name: _caller_is_service(); Type: FUNCTION; Schema: tally; Owner: -
@@ -426,34 +451,44 @@ CREATE FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_g
     SET enable_sort TO 'off'
     AS $_$
 DECLARE
+  v_tuple     constant text := 'b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type';
   v_from      text;
   v_where     text;
   v_columns   text;  -- the event columns the metrics read
   v_base      text;  -- the pass over the events: each metric's group value (histograms: 42 slot counts)
-  v_insert    text;  -- a grain's column list
-  v_select    text;  -- a grain: the metrics combined over the pass's groups
+  v_insert    text;  -- a grain's metric column list
+  v_select    text;  -- a grain row from groups of pass rows b
+  v_pass      text;  -- a pass row from groups of pass rows b (histograms stay 42 columns)
+  v_direct    text;  -- a grain row from one pass row b
   v_merge     text;  -- on conflict: the stored row combined with the new one
-  v_upserts   text;
+  v_dims      text;  -- (dimension, value) of a day row b, one VALUES row per dimension
+  v_ctes      text := '';
+  v_unknown   text;
   v_events    bigint;
 BEGIN
   PERFORM set_config('work_mem', tally._setting_int('rollups.work_mem_mb') || 'MB', true);
+  SELECT string_agg(g, ', ') INTO v_unknown FROM unnest(p_grains) g
+  WHERE g NOT IN ('hourly', 'daily', 'monthly', 'daily_by_dimension', 'monthly_by_dimension');
+  IF v_unknown IS NOT NULL OR coalesce(cardinality(p_grains), 0) = 0 THEN
+    RAISE EXCEPTION 'unknown grain in %', p_grains;
+  END IF;
+
   IF p_source = 'window' THEN
     v_from := 'tally.events e JOIN tally.accounts a ON a.id = e.account_id';
     v_where := 'e.id > $1 AND e.id <= $2';
   ELSIF p_source = 'ranges' THEN
     -- the range finds the candidates; the bucket expression of the fold itself decides,
-    -- so a local midnight that happens twice (a DST change at 00:00) cannot disagree
-    IF cardinality(p_grains) <> 1 THEN
-      RAISE EXCEPTION 'ranges fold one grain at a time';
+    -- so a local midnight that happens twice (a DST change at 00:00) cannot disagree.
+    -- The grains of one call share that bucket: hourly, or daily (+ by dimension), or monthly (+ by dimension).
+    SELECT format('e.id <= $2 AND %s = r.bucket::%s', g.event_bucket, g.bucket_type) INTO v_where
+    FROM tally._rollup_grains() g
+    WHERE g.grain = ALL (SELECT regexp_replace(x, '_by_dimension$', '') FROM unnest(p_grains) x);
+    IF v_where IS NULL THEN
+      RAISE EXCEPTION 'ranges fold grains of one bucket at a time (got %)', p_grains;
     END IF;
     v_from := 'unnest($3, $4, $5, $6) AS r(account_id, range_from, range_to, bucket)'
               ' JOIN tally.events e ON e.account_id = r.account_id AND e.occurred_at >= r.range_from AND e.occurred_at < r.range_to'
               ' JOIN tally.accounts a ON a.id = e.account_id';
-    SELECT format('e.id <= $2 AND %s = r.bucket::%s', g.event_bucket, g.bucket_type) INTO v_where
-    FROM tally._rollup_grains() g WHERE g.grain = p_grains[1];
-    IF v_where IS NULL THEN
-      RAISE EXCEPTION 'unknown grain %', p_grains[1];
-    END IF;
   ELSE
     RAISE EXCEPTION 'unknown fold source %', p_source;
   END IF;
@@ -472,54 +507,123 @@ BEGIN
            ELSE format('ARRAY[%s]', (SELECT string_agg(format('sum(b.%I)::bigint', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k)) END,
            ', ' ORDER BY m.ord),
          string_agg(CASE m.combine
+           WHEN 'sum' THEN format('sum(b.%1$I)::%2$s AS %1$I', m.name, m.sql_type)
+           WHEN 'max' THEN format('max(b.%1$I) AS %1$I', m.name)
+           ELSE (SELECT string_agg(format('sum(b.%1$I)::bigint AS %1$I', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k) END,
+           ', ' ORDER BY m.ord),
+         string_agg(CASE m.combine
+           WHEN 'histogram' THEN format('ARRAY[%s]', (SELECT string_agg(format('b.%I', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k))
+           ELSE format('b.%I', m.name) END,
+           ', ' ORDER BY m.ord),
+         string_agg(CASE m.combine
            WHEN 'sum' THEN format('%1$I = u.%1$I + excluded.%1$I', m.name)
            WHEN 'max' THEN format('%1$I = greatest(u.%1$I, excluded.%1$I)', m.name)
            -- rows are written only by the fold: 1-based, 42 slots
            ELSE format('%1$I = ARRAY[%2$s]', m.name,
                        (SELECT string_agg(format('u.%1$I[%2$s] + excluded.%1$I[%2$s]', m.name, k), ', ' ORDER BY k) FROM generate_series(1, 42) k)) END,
            ', ' ORDER BY m.ord)
-  INTO v_base, v_insert, v_select, v_merge
+  INTO v_base, v_insert, v_select, v_pass, v_direct, v_merge
   FROM tally._rollup_metrics() m;
+  SELECT string_agg(format('(%L, %s)', d.dimension, d.value_sql), ', ' ORDER BY d.ord) INTO v_dims
+  FROM tally._rollup_dimensions() d;
 
-  SELECT string_agg(format($u$,
-  %1$s AS (
-    INSERT INTO tally.%2$I AS u (account_id, bucket, dim_key, api_key_id, event_type, provider, model, endpoint, file_type, %4$s)
-    SELECT b.account_id, %3$s, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type, %5$s
+  IF 'hourly' = ANY (p_grains) THEN
+    v_ctes := v_ctes || format($u$,
+  hourly AS (
+    INSERT INTO tally.usage_hourly AS u (account_id, bucket, dim_key, api_key_id, event_type, provider, model, endpoint, file_type, %1$s)
+    SELECT b.account_id, b.hour_utc, b.dim_key, %2$s, %3$s
     FROM base b
-    GROUP BY b.account_id, %3$s, b.dim_key, b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type
-    ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET %6$s
+    GROUP BY b.account_id, b.hour_utc, b.dim_key, %2$s
+    ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET %4$s
     RETURNING 1
-  )$u$, g.grain, g.table_name, g.fold_bucket, v_insert, v_select, v_merge), '' ORDER BY g.ord)
-  INTO v_upserts
-  FROM tally._rollup_grains() g
-  WHERE g.grain = ANY (p_grains);
-  IF v_upserts IS NULL THEN
-    RAISE EXCEPTION 'no known grain in %', p_grains;
+  )$u$, v_insert, v_tuple, v_select, v_merge);
+  END IF;
+  IF p_grains && ARRAY['daily', 'monthly', 'daily_by_dimension', 'monthly_by_dimension'] THEN
+    v_ctes := v_ctes || format($u$,
+  day_rows AS MATERIALIZED (
+    -- the pass per local day: what daily, monthly and the dimensions fold from
+    SELECT b.account_id, b.local_day, b.dim_key, %1$s, b.status_class, %2$s
+    FROM base b
+    GROUP BY b.account_id, b.local_day, b.dim_key, %1$s, b.status_class
+  )$u$, v_tuple, v_pass);
+  END IF;
+  IF 'daily' = ANY (p_grains) THEN
+    v_ctes := v_ctes || format($u$,
+  daily AS (
+    INSERT INTO tally.usage_daily AS u (account_id, bucket, dim_key, api_key_id, event_type, provider, model, endpoint, file_type, %1$s)
+    SELECT b.account_id, b.local_day, b.dim_key, %2$s, %3$s
+    FROM day_rows b
+    GROUP BY b.account_id, b.local_day, b.dim_key, %2$s
+    ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET %4$s
+    RETURNING 1
+  )$u$, v_insert, v_tuple, v_select, v_merge);
+  END IF;
+  IF 'monthly' = ANY (p_grains) THEN
+    v_ctes := v_ctes || format($u$,
+  monthly AS (
+    INSERT INTO tally.usage_monthly AS u (account_id, bucket, dim_key, api_key_id, event_type, provider, model, endpoint, file_type, %1$s)
+    SELECT b.account_id, date_trunc('month', b.local_day)::date, b.dim_key, %2$s, %3$s
+    FROM day_rows b
+    GROUP BY b.account_id, date_trunc('month', b.local_day)::date, b.dim_key, %2$s
+    ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET %4$s
+    RETURNING 1
+  )$u$, v_insert, v_tuple, v_select, v_merge);
+  END IF;
+  IF p_grains && ARRAY['daily_by_dimension', 'monthly_by_dimension'] THEN
+    v_ctes := v_ctes || format($u$,
+  day_dims AS MATERIALIZED (
+    -- each day row once per dimension, by that dimension's value
+    SELECT b.account_id, b.local_day, d.dimension, d.value, %2$s
+    FROM day_rows b CROSS JOIN LATERAL (VALUES %1$s) AS d(dimension, value)
+    GROUP BY b.account_id, b.local_day, d.dimension, d.value
+  )$u$, v_dims, v_pass);
+  END IF;
+  IF 'daily_by_dimension' = ANY (p_grains) THEN
+    v_ctes := v_ctes || format($u$,
+  daily_dims AS (
+    INSERT INTO tally.usage_daily_by_dimension AS u (account_id, bucket, dimension, value, %1$s)
+    SELECT b.account_id, b.local_day, b.dimension, b.value, %2$s
+    FROM day_dims b
+    ON CONFLICT (account_id, bucket, dimension, value) DO UPDATE SET %3$s
+    RETURNING 1
+  )$u$, v_insert, v_direct, v_merge);
+  END IF;
+  IF 'monthly_by_dimension' = ANY (p_grains) THEN
+    v_ctes := v_ctes || format($u$,
+  monthly_dims AS (
+    INSERT INTO tally.usage_monthly_by_dimension AS u (account_id, bucket, dimension, value, %1$s)
+    SELECT b.account_id, date_trunc('month', b.local_day)::date, b.dimension, b.value, %2$s
+    FROM day_dims b
+    GROUP BY b.account_id, date_trunc('month', b.local_day)::date, b.dimension, b.value
+    ON CONFLICT (account_id, bucket, dimension, value) DO UPDATE SET %3$s
+    RETURNING 1
+  )$u$, v_insert, v_select, v_merge);
   END IF;
 
   EXECUTE format($q$
   WITH window_events AS (
     -- the events to fold, with their account's time zone
     SELECT e.account_id, e.occurred_at, a.timezone, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint,
-           e.file_type, %3$s
+           e.file_type, %4$s AS status_class, %3$s
     FROM %1$s
     WHERE %2$s
       AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
   ),
   base AS MATERIALIZED (
     -- one pass over the events: partial sums and histogram per UTC hour x local day x
-    -- dimensions (an hour can straddle two local days in zones with :30 or :45 offsets)
+    -- dimensions x status class (an hour can straddle two local days in zones with :30 or
+    -- :45 offsets); the tuple key is computed per group, not per event
     SELECT e.account_id,
            date_trunc('hour', e.occurred_at) AS hour_utc,  -- TimeZone is UTC here (SET above)
            (e.occurred_at AT TIME ZONE e.timezone)::date AS local_day,
-           -- computed per group, not per event
-           tally._dim_key(e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type) AS dim_key,
-           e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type,
-           %4$s
+           %5$s AS dim_key,
+           e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type, e.status_class,
+           %6$s
     FROM window_events e
-    GROUP BY 1, 2, 3, 5, 6, 7, 8, 9, 10
-  )%5$s
-  SELECT coalesce(sum(b.requests), 0) FROM base b$q$, v_from, v_where, v_columns, v_base, v_upserts)
+    GROUP BY e.account_id, 2, 3, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type, e.status_class
+  )%7$s
+  SELECT coalesce(sum(b.requests), 0) FROM base b$q$,
+    v_from, v_where, v_columns, tally._status_class_sql('e'), tally._dim_key_sql('e'), v_base, v_ctes)
   INTO v_events
   USING p_lo, p_hi, p_range_accounts, p_range_from, p_range_to, p_range_buckets;
   RETURN v_events;
@@ -530,7 +634,7 @@ $_$;
 -- Name: FUNCTION _fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[], p_range_accounts uuid[], p_range_from timestamp with time zone[], p_range_to timestamp with time zone[], p_range_buckets text[]); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[], p_range_accounts uuid[], p_range_from timestamp with time zone[], p_range_to timestamp with time zone[], p_range_buckets text[]) IS 'Folds events into the given grains (hourly, daily, monthly) with additive upserts and returns how many: the id window (p_lo, p_hi] for source window, or, for source ranges (one grain), the events with id <= p_hi in the given (account, from, to, bucket) rows whose bucket is that bucket. Voided events are skipped. The statement is generated from tally._rollup_metrics() and tally._rollup_grains().';
+COMMENT ON FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[], p_range_accounts uuid[], p_range_from timestamp with time zone[], p_range_to timestamp with time zone[], p_range_buckets text[]) IS 'Folds events into the given grains (hourly, daily, monthly, daily_by_dimension, monthly_by_dimension) with additive upserts and returns how many: the id window (p_lo, p_hi] for source window, or, for source ranges (grains of one bucket: hourly, or daily with or without daily_by_dimension, or monthly likewise), the events with id <= p_hi in the given (account, from, to, bucket) rows whose bucket is that bucket. Voided events are skipped. The statement is generated from tally._rollup_metrics(), tally._rollup_grains() and tally._rollup_dimensions().';
 
 --
 -- Name: _hist_add(bigint[], bigint[]); Type: FUNCTION; Schema: tally; Owner: -
@@ -1400,6 +1504,7 @@ DECLARE
   v_to        timestamptz[];
   v_keys      text[];
   v_refused   text;
+  v_table     text;
 BEGIN
   FOREACH v_grain IN ARRAY ARRAY['hourly', 'daily', 'monthly'] LOOP
     -- the UTC time range that holds each bucket's events: an hour, or a local day or month
@@ -1438,12 +1543,18 @@ BEGIN
                v_refused, tally._retention_floor('events')));
     END IF;
 
-    EXECUTE format(
-      'DELETE FROM tally.%I u USING unnest($2, $3, $4) AS k(grain, account_id, bucket)
-        WHERE k.grain = $1 AND u.account_id = k.account_id AND u.bucket = k.bucket::%s',
-      'usage_' || v_grain, CASE v_grain WHEN 'hourly' THEN 'timestamptz' ELSE 'date' END)
-    USING v_grain, p_grains, p_accounts, p_buckets;
-    PERFORM tally._fold_rollups('ranges', 0, v_watermark, ARRAY[v_grain], v_accounts, v_from, v_to, v_keys);
+    -- a daily or monthly bucket's dimension rows hold the same events: rebuilt with it
+    FOREACH v_table IN ARRAY CASE v_grain WHEN 'hourly' THEN ARRAY['usage_hourly']
+                                          ELSE ARRAY['usage_' || v_grain, 'usage_' || v_grain || '_by_dimension'] END LOOP
+      EXECUTE format(
+        'DELETE FROM tally.%I u USING unnest($2, $3, $4) AS k(grain, account_id, bucket)
+          WHERE k.grain = $1 AND u.account_id = k.account_id AND u.bucket = k.bucket::%s',
+        v_table, CASE v_grain WHEN 'hourly' THEN 'timestamptz' ELSE 'date' END)
+      USING v_grain, p_grains, p_accounts, p_buckets;
+    END LOOP;
+    PERFORM tally._fold_rollups('ranges', 0, v_watermark,
+      CASE v_grain WHEN 'hourly' THEN ARRAY['hourly'] ELSE ARRAY[v_grain, v_grain || '_by_dimension'] END,
+      v_accounts, v_from, v_to, v_keys);
   END LOOP;
   RETURN v_counts;
 END
@@ -1453,7 +1564,7 @@ $_$;
 -- Name: FUNCTION _rebuild_rollups(p_grains text[], p_accounts uuid[], p_buckets text[]); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._rebuild_rollups(p_grains text[], p_accounts uuid[], p_buckets text[]) IS 'Deletes the aggregate rows of the given buckets (parallel arrays grain, account_id, bucket text) and folds their events again (id <= watermark, not voided). Refuses (past_retention) a bucket starting before the raw events'' retention cutoff that the fold would recreate, since some of its events may be gone. Returns {hourly, daily, monthly} bucket counts. Callers hold the rollups'' lock.';
+COMMENT ON FUNCTION tally._rebuild_rollups(p_grains text[], p_accounts uuid[], p_buckets text[]) IS 'Deletes the aggregate rows of the given buckets (parallel arrays grain, account_id, bucket text; a daily or monthly bucket with its rows by dimension) and folds their events again (id <= watermark, not voided). Refuses (past_retention) a bucket starting before the raw events'' retention cutoff that the fold would recreate, since some of its events may be gone. Returns {hourly, daily, monthly} bucket counts. Callers hold the rollups'' lock.';
 
 --
 -- Name: _reject_sqlstate(text); Type: FUNCTION; Schema: tally; Owner: -
@@ -1561,6 +1672,31 @@ CREATE FUNCTION tally._role_rank(p_role text) RETURNS integer
 COMMENT ON FUNCTION tally._role_rank(p_role text) IS 'Orders member roles: owner 4, admin 3, member 2, viewer 1, anything else 0.';
 
 --
+-- Name: _rollup_dimensions(); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._rollup_dimensions() RETURNS TABLE(ord integer, dimension text, value_sql text)
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    select * from (values
+      (1, 'event_type', 'b.event_type'),
+      (2, 'api_key', 'b.api_key_id::text'),
+      (3, 'provider', 'b.provider'),
+      (4, 'model', 'b.model'),
+      (5, 'endpoint', 'b.endpoint'),
+      (6, 'file_type', 'b.file_type'),
+      (7, 'status_class', 'b.status_class')
+    ) as d(ord, dimension, value_sql)
+  $$;
+
+--
+-- Name: FUNCTION _rollup_dimensions(); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._rollup_dimensions() IS 'The dimensions of usage_daily_by_dimension and usage_monthly_by_dimension, with the expression of a row b (tuple columns plus status_class) giving its value as text.';
+
+--
 -- Name: _rollup_grains(); Type: FUNCTION; Schema: tally; Owner: -
 --
 
@@ -1648,6 +1784,21 @@ CREATE FUNCTION tally._setting_interval(p_name text) RETURNS interval
 --
 
 COMMENT ON FUNCTION tally._setting_interval(p_name text) IS 'The interval value of a setting (NULL if there is no such setting).';
+
+--
+-- Name: _status_class_sql(text); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._status_class_sql(p_alias text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$ select format('((%1$I.status_code / 100)::text || ''xx'')', p_alias) $_$;
+
+--
+-- Name: FUNCTION _status_class_sql(p_alias text); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._status_class_sql(p_alias text) IS 'The status class (1xx..5xx; NULL when there is no status code) of the status_code column of the given alias, as SQL text.';
 
 --
 -- Name: _token_cost(bigint, bigint, numeric, numeric); Type: FUNCTION; Schema: tally; Owner: -
@@ -1756,6 +1907,7 @@ BEGIN
   GET DIAGNOSTICS v_hourly = ROW_COUNT;
   DELETE FROM tally.usage_daily u WHERE u.bucket < tally._retention_floor('daily')::date;
   GET DIAGNOSTICS v_daily = ROW_COUNT;
+  DELETE FROM tally.usage_daily_by_dimension u WHERE u.bucket < tally._retention_floor('daily')::date;
   DELETE FROM tally.rejected_events r WHERE r.received_at < tally._retention_floor('rejected_events');
   GET DIAGNOSTICS v_rejected = ROW_COUNT;
 
@@ -1769,7 +1921,7 @@ $_$;
 -- Name: FUNCTION apply_retention(); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.apply_retention() IS 'Applies the retention.* settings: drops the monthly events partitions that lie wholly before retention.events (never one holding events the rollups have not folded; it is kept and reported), with their voids; deletes hourly and daily rows and rejected items past their retention. Monthly rows are kept. Run daily by the worker. Returns what it removed. Service callers only.';
+COMMENT ON FUNCTION tally.apply_retention() IS 'Applies the retention.* settings: drops the monthly events partitions that lie wholly before retention.events (never one holding events the rollups have not folded; it is kept and reported), with their voids; deletes hourly and daily rows (daily rows by dimension with them) and rejected items past their retention. Monthly rows are kept. Run daily by the worker. Returns what it removed (daily_deleted counts usage_daily rows). Service callers only.';
 
 --
 -- Name: attach_meter(regclass, text, jsonb); Type: FUNCTION; Schema: tally; Owner: -
@@ -2562,6 +2714,13 @@ BEGIN
     SELECT 'daily', u.account_id, u.bucket::text FROM tally.usage_daily u JOIN tally.accounts a ON a.id = u.account_id
     WHERE u.bucket BETWEEN (p_from AT TIME ZONE a.timezone)::date AND ((p_to - interval '1 microsecond') AT TIME ZONE a.timezone)::date
     UNION
+    SELECT 'daily', u.account_id, u.bucket::text FROM tally.usage_daily_by_dimension u JOIN tally.accounts a ON a.id = u.account_id
+    WHERE u.bucket BETWEEN (p_from AT TIME ZONE a.timezone)::date AND ((p_to - interval '1 microsecond') AT TIME ZONE a.timezone)::date
+    UNION
+    SELECT 'monthly', u.account_id, u.bucket::text FROM tally.usage_monthly_by_dimension u JOIN tally.accounts a ON a.id = u.account_id
+    WHERE u.bucket BETWEEN date_trunc('month', (p_from AT TIME ZONE a.timezone))::date
+                       AND date_trunc('month', ((p_to - interval '1 microsecond') AT TIME ZONE a.timezone))::date
+    UNION
     SELECT 'monthly', u.account_id, u.bucket::text FROM tally.usage_monthly u JOIN tally.accounts a ON a.id = u.account_id
     WHERE u.bucket BETWEEN date_trunc('month', (p_from AT TIME ZONE a.timezone))::date
                        AND date_trunc('month', ((p_to - interval '1 microsecond') AT TIME ZONE a.timezone))::date
@@ -3044,7 +3203,7 @@ BEGIN
     NULL;
   END;
   PERFORM set_config('lock_timeout', v_lock_timeout, true);
-  v_events := tally._fold_rollups('window', v_state.watermark, v_high, '{hourly,daily,monthly}');
+  v_events := tally._fold_rollups('window', v_state.watermark, v_high, '{hourly,daily,monthly,daily_by_dimension,monthly_by_dimension}');
 
   UPDATE tally.rollup_state SET watermark = v_high, last_started_at = v_started, last_finished_at = clock_timestamp(),
     last_duration_ms = extract(epoch FROM clock_timestamp() - v_started) * 1000, last_events = v_events,
@@ -3057,7 +3216,7 @@ $$;
 -- Name: FUNCTION run_rollups(p_max_events bigint); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.run_rollups(p_max_events bigint) IS 'Folds the events committed since the watermark (at most p_max_events ids, default setting rollups.chunk_events) into usage_hourly, usage_daily and usage_monthly and moves the watermark, in the caller''s transaction: exactly once even when killed, re-run or started twice (the second call returns {skipped: true}). Waits for transactions still inserting into its window, up to setting rollups.max_wait, else returns {waiting_for_pids}. Returns {events, watermark, more}; more = true means call again. Needs READ COMMITTED. Service callers only.';
+COMMENT ON FUNCTION tally.run_rollups(p_max_events bigint) IS 'Folds the events committed since the watermark (at most p_max_events ids, default setting rollups.chunk_events) into usage_hourly, usage_daily, usage_monthly, usage_daily_by_dimension and usage_monthly_by_dimension and moves the watermark, in the caller''s transaction: exactly once even when killed, re-run or started twice (the second call returns {skipped: true}). Waits for transactions still inserting into its window, up to setting rollups.max_wait, else returns {waiting_for_pids}. Returns {events, watermark, more}; more = true means call again. Needs READ COMMITTED. Service callers only.';
 
 --
 -- Name: schema_version(); Type: FUNCTION; Schema: tally; Owner: -
@@ -3585,7 +3744,7 @@ COMMENT ON FUNCTION tally.verify_previous_day() IS 'The daily verification job: 
 -- Name: verify_rollups(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: tally; Owner: -
 --
 
-CREATE FUNCTION tally.verify_rollups(p_from timestamp with time zone, p_to timestamp with time zone) RETURNS TABLE(grain text, account_id uuid, bucket text, dim_key uuid, expected jsonb, actual jsonb)
+CREATE FUNCTION tally.verify_rollups(p_from timestamp with time zone, p_to timestamp with time zone) RETURNS TABLE(grain text, account_id uuid, bucket text, dim_key uuid, expected jsonb, actual jsonb, dimension text, value text)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
@@ -3597,10 +3756,11 @@ DECLARE
   v_keyed    text;  -- the same, from the folded CTE
   v_expected text;
   v_actual   text;
+  v_dims     text;
 BEGIN
   PERFORM tally._check_rollup_range(p_from, p_to, 'verify');
 
-  SELECT string_agg(format('e.%I', c), ', ' ORDER BY c), string_agg(format('f.%I', c), ', ' ORDER BY c)
+  SELECT string_agg(format('e.%I', c), ', ' ORDER BY c), string_agg(format('b.%I', c), ', ' ORDER BY c)
   INTO v_columns, v_keyed
   FROM (SELECT DISTINCT unnest(m.columns) AS c FROM tally._rollup_metrics() m) cs;
   SELECT 'jsonb_build_object(' || string_agg(format('%L, %s', m.name, CASE m.combine
@@ -3610,6 +3770,8 @@ BEGIN
            WHEN 'histogram' THEN format('to_jsonb(u.%I)', m.name) ELSE format('u.%I', m.name) END), ', ' ORDER BY m.ord) || ')'
   INTO v_expected, v_actual
   FROM tally._rollup_metrics() m;
+  SELECT string_agg(format('(%L, %s)', d.dimension, d.value_sql), ', ' ORDER BY d.ord) INTO v_dims
+  FROM tally._rollup_dimensions() d;
 
   RETURN QUERY EXECUTE format($q$
   WITH state AS (
@@ -3617,13 +3779,14 @@ BEGIN
   ),
   folded AS MATERIALIZED (
     -- the folded events that can fall in a bucket overlapping the range (a month either
-    -- side covers any local month or day around it), with their three bucket keys
+    -- side covers any local month or day around it), with their bucket keys and dimensions
     SELECT e.account_id,
            date_trunc('hour', e.occurred_at, 'UTC') AS hour_utc,
            (e.occurred_at AT TIME ZONE a.timezone)::date AS local_day,
            ($1 AT TIME ZONE a.timezone)::date AS from_day,
            (($2 - interval '1 microsecond') AT TIME ZONE a.timezone)::date AS to_day,
-           tally._dim_key(e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type) AS dim_key,
+           %6$s AS dim_key,
+           e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type, %7$s AS status_class,
            %1$s
     FROM tally.events e
     JOIN tally.accounts a ON a.id = e.account_id
@@ -3632,48 +3795,71 @@ BEGIN
       AND e.occurred_at >= $1 - interval '32 days' AND e.occurred_at < $2 + interval '32 days'
       AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
   ),
+  days AS (
+    SELECT b.* FROM folded b
+    WHERE b.local_day BETWEEN b.from_day AND b.to_day AND b.local_day >= tally._retention_floor('daily')::date
+  ),
+  months AS (
+    SELECT b.* FROM folded b
+    WHERE date_trunc('month', b.local_day) BETWEEN date_trunc('month', b.from_day) AND date_trunc('month', b.to_day)
+  ),
   keyed AS (
-    -- each folded event once per grain whose bucket overlaps the range
-    SELECT 'hourly' AS grain, f.account_id, f.hour_utc::text AS bucket, f.dim_key, %2$s
-    FROM folded f
-    WHERE f.hour_utc >= date_trunc('hour', $1, 'UTC') AND f.hour_utc < $2 AND f.hour_utc >= tally._retention_floor('hourly')
+    -- each folded event once per grain whose bucket overlaps the range, and once per
+    -- dimension in the grains by dimension
+    SELECT 'hourly' AS grain, b.account_id, b.hour_utc::text AS bucket, b.dim_key, NULL::text AS dimension, NULL::text AS value, %2$s
+    FROM folded b
+    WHERE b.hour_utc >= date_trunc('hour', $1, 'UTC') AND b.hour_utc < $2 AND b.hour_utc >= tally._retention_floor('hourly')
     UNION ALL
-    SELECT 'daily', f.account_id, f.local_day::text, f.dim_key, %2$s
-    FROM folded f
-    WHERE f.local_day BETWEEN f.from_day AND f.to_day AND f.local_day >= tally._retention_floor('daily')::date
+    SELECT 'daily', b.account_id, b.local_day::text, b.dim_key, NULL, NULL, %2$s FROM days b
     UNION ALL
-    SELECT 'monthly', f.account_id, date_trunc('month', f.local_day)::date::text, f.dim_key, %2$s
-    FROM folded f
-    WHERE date_trunc('month', f.local_day) BETWEEN date_trunc('month', f.from_day) AND date_trunc('month', f.to_day)
+    SELECT 'monthly', b.account_id, date_trunc('month', b.local_day)::date::text, b.dim_key, NULL, NULL, %2$s FROM months b
+    UNION ALL
+    SELECT 'daily_by_dimension', b.account_id, b.local_day::text, NULL, d.dimension, d.value, %2$s
+    FROM days b CROSS JOIN LATERAL (VALUES %5$s) AS d(dimension, value)
+    UNION ALL
+    SELECT 'monthly_by_dimension', b.account_id, date_trunc('month', b.local_day)::date::text, NULL, d.dimension, d.value, %2$s
+    FROM months b CROSS JOIN LATERAL (VALUES %5$s) AS d(dimension, value)
   ),
   expected AS (
-    SELECT e.grain, e.account_id, e.bucket, e.dim_key, %3$s AS m
+    SELECT e.grain, e.account_id, e.bucket, e.dim_key, e.dimension, e.value, %3$s AS m
     FROM keyed e
-    GROUP BY 1, 2, 3, 4
+    GROUP BY 1, 2, 3, 4, 5, 6
   ),
   actual AS (
     -- the stored rows of the same buckets
-    SELECT 'hourly' AS grain, u.account_id, u.bucket::text AS bucket, u.dim_key, %4$s AS m
+    SELECT 'hourly' AS grain, u.account_id, u.bucket::text AS bucket, u.dim_key, NULL::text AS dimension, NULL::text AS value, %4$s AS m
     FROM tally.usage_hourly u
     WHERE u.bucket >= date_trunc('hour', $1, 'UTC') AND u.bucket < $2 AND u.bucket >= tally._retention_floor('hourly')
     UNION ALL
-    SELECT 'daily', u.account_id, u.bucket::text, u.dim_key, %4$s
+    SELECT 'daily', u.account_id, u.bucket::text, u.dim_key, NULL, NULL, %4$s
     FROM tally.usage_daily u JOIN tally.accounts a ON a.id = u.account_id
     WHERE u.bucket BETWEEN ($1 AT TIME ZONE a.timezone)::date AND (($2 - interval '1 microsecond') AT TIME ZONE a.timezone)::date
       AND u.bucket >= tally._retention_floor('daily')::date
     UNION ALL
-    SELECT 'monthly', u.account_id, u.bucket::text, u.dim_key, %4$s
+    SELECT 'monthly', u.account_id, u.bucket::text, u.dim_key, NULL, NULL, %4$s
     FROM tally.usage_monthly u JOIN tally.accounts a ON a.id = u.account_id
+    WHERE u.bucket BETWEEN date_trunc('month', ($1 AT TIME ZONE a.timezone))::date
+                       AND date_trunc('month', (($2 - interval '1 microsecond') AT TIME ZONE a.timezone))::date
+    UNION ALL
+    SELECT 'daily_by_dimension', u.account_id, u.bucket::text, NULL, u.dimension, u.value, %4$s
+    FROM tally.usage_daily_by_dimension u JOIN tally.accounts a ON a.id = u.account_id
+    WHERE u.bucket BETWEEN ($1 AT TIME ZONE a.timezone)::date AND (($2 - interval '1 microsecond') AT TIME ZONE a.timezone)::date
+      AND u.bucket >= tally._retention_floor('daily')::date
+    UNION ALL
+    SELECT 'monthly_by_dimension', u.account_id, u.bucket::text, NULL, u.dimension, u.value, %4$s
+    FROM tally.usage_monthly_by_dimension u JOIN tally.accounts a ON a.id = u.account_id
     WHERE u.bucket BETWEEN date_trunc('month', ($1 AT TIME ZONE a.timezone))::date
                        AND date_trunc('month', (($2 - interval '1 microsecond') AT TIME ZONE a.timezone))::date
   )
   -- a bucket missing on either side, or any metric that differs
   SELECT coalesce(x.grain, y.grain), coalesce(x.account_id, y.account_id), coalesce(x.bucket, y.bucket),
-         coalesce(x.dim_key, y.dim_key), x.m, y.m
+         coalesce(x.dim_key, y.dim_key), x.m, y.m, coalesce(x.dimension, y.dimension), coalesce(x.value, y.value)
   FROM expected x
-  FULL JOIN actual y ON y.grain = x.grain AND y.account_id = x.account_id AND y.bucket = x.bucket AND y.dim_key = x.dim_key
+  FULL JOIN actual y ON y.grain = x.grain AND y.account_id = x.account_id AND y.bucket = x.bucket
+                    AND y.dim_key IS NOT DISTINCT FROM x.dim_key AND y.dimension IS NOT DISTINCT FROM x.dimension
+                    AND y.value IS NOT DISTINCT FROM x.value
   WHERE x.m IS DISTINCT FROM y.m
-  ORDER BY 1, 2, 3, 4$q$, v_columns, v_keyed, v_expected, v_actual)
+  ORDER BY 1, 2, 3, 4, 7, 8$q$, v_columns, v_keyed, v_expected, v_actual, v_dims, tally._dim_key_sql('e'), tally._status_class_sql('e'))
   USING p_from, p_to;
 END
 $_$;
@@ -3682,7 +3868,7 @@ $_$;
 -- Name: FUNCTION verify_rollups(p_from timestamp with time zone, p_to timestamp with time zone); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.verify_rollups(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Compares every hourly, daily and monthly bucket that overlaps [p_from, p_to) (at most 400 days) with the folded raw events (id <= watermark), metric by metric (every metric of tally._rollup_metrics(); hourly and daily buckets past their retention are skipped). Refuses a range starting before the retention of raw events (past_retention, 22023). Returns one row per bucket and dimension tuple that differs (expected from events, actual stored; NULL when missing); no rows = consistent. A mismatch is repaired with tally.recompute_rollups over the same range. Service callers only.';
+COMMENT ON FUNCTION tally.verify_rollups(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Compares every hourly, daily and monthly bucket that overlaps [p_from, p_to) (at most 400 days), and its rows by dimension, with the folded raw events (id <= watermark), metric by metric (every metric of tally._rollup_metrics(); hourly and daily buckets past their retention are skipped). Refuses a range starting before the retention of raw events (past_retention, 22023). Returns one row per bucket and dimension tuple (grains hourly, daily, monthly: dim_key) or dimension value (grains daily_by_dimension, monthly_by_dimension: dimension, value) that differs (expected from events, actual stored; NULL when missing); no rows = consistent. A mismatch is repaired with tally.recompute_rollups over the same range. Service callers only.';
 
 --
 -- Name: void_events(bigint[], text); Type: FUNCTION; Schema: tally; Owner: -
@@ -4167,6 +4353,53 @@ COMMENT ON TABLE tally.usage_daily IS 'Usage per calendar day in the account''s 
 --
 
 COMMENT ON COLUMN tally.usage_daily.unpriced IS 'Events with tokens whose cost (or, for a cached call, potential cost) Tally had to compute but found no tally.model_prices row for (see tally.usage_hourly.unpriced).';
+
+--
+-- Name: usage_daily_by_dimension; Type: TABLE; Schema: tally; Owner: -
+--
+
+CREATE TABLE tally.usage_daily_by_dimension (
+    account_id uuid NOT NULL,
+    bucket date NOT NULL,
+    dimension text NOT NULL,
+    value text,
+    requests bigint NOT NULL,
+    successful bigint NOT NULL,
+    failed bigint NOT NULL,
+    cached bigint NOT NULL,
+    files numeric NOT NULL,
+    bytes numeric NOT NULL,
+    tokens_in numeric NOT NULL,
+    tokens_out numeric NOT NULL,
+    cost_usd numeric NOT NULL,
+    potential_cost_usd numeric NOT NULL,
+    quantity numeric NOT NULL,
+    latency_count bigint NOT NULL,
+    latency_sum numeric NOT NULL,
+    latency_max integer,
+    latency_hist bigint[] NOT NULL,
+    unpriced bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT usage_daily_by_dimension_dimension_check CHECK ((dimension = ANY (ARRAY['event_type'::text, 'api_key'::text, 'provider'::text, 'model'::text, 'endpoint'::text, 'file_type'::text, 'status_class'::text]))),
+    CONSTRAINT usage_daily_by_dimension_latency_hist_check CHECK ((cardinality(latency_hist) = 42))
+);
+
+--
+-- Name: TABLE usage_daily_by_dimension; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON TABLE tally.usage_daily_by_dimension IS 'Usage per local day of the account (bucket) and value of one dimension (event_type, api_key, provider, model, endpoint, file_type, status_class; value NULL = absent): the metrics of usage_daily. Each event counts once per dimension, so the rows of one dimension of a day sum to the day''s totals. Written only by tally.run_rollups and the corrections; kept for retention.daily; members read their accounts'' rows.';
+
+--
+-- Name: COLUMN usage_daily_by_dimension.dimension; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.usage_daily_by_dimension.dimension IS 'event_type, api_key, provider, model, endpoint, file_type or status_class (the class of status_code: 1xx..5xx).';
+
+--
+-- Name: COLUMN usage_daily_by_dimension.value; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.usage_daily_by_dimension.value IS 'The value of the dimension as text (api_key: the key id; status_class: 2xx etc.); NULL for events without one.';
 
 --
 -- Name: usage_daily_live; Type: VIEW; Schema: tally; Owner: -
@@ -4898,6 +5131,53 @@ COMMENT ON TABLE tally.usage_monthly IS 'Usage per calendar month in the account
 COMMENT ON COLUMN tally.usage_monthly.unpriced IS 'Events with tokens whose cost (or, for a cached call, potential cost) Tally had to compute but found no tally.model_prices row for (see tally.usage_hourly.unpriced).';
 
 --
+-- Name: usage_monthly_by_dimension; Type: TABLE; Schema: tally; Owner: -
+--
+
+CREATE TABLE tally.usage_monthly_by_dimension (
+    account_id uuid NOT NULL,
+    bucket date NOT NULL,
+    dimension text NOT NULL,
+    value text,
+    requests bigint NOT NULL,
+    successful bigint NOT NULL,
+    failed bigint NOT NULL,
+    cached bigint NOT NULL,
+    files numeric NOT NULL,
+    bytes numeric NOT NULL,
+    tokens_in numeric NOT NULL,
+    tokens_out numeric NOT NULL,
+    cost_usd numeric NOT NULL,
+    potential_cost_usd numeric NOT NULL,
+    quantity numeric NOT NULL,
+    latency_count bigint NOT NULL,
+    latency_sum numeric NOT NULL,
+    latency_max integer,
+    latency_hist bigint[] NOT NULL,
+    unpriced bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT usage_monthly_by_dimension_dimension_check CHECK ((dimension = ANY (ARRAY['event_type'::text, 'api_key'::text, 'provider'::text, 'model'::text, 'endpoint'::text, 'file_type'::text, 'status_class'::text]))),
+    CONSTRAINT usage_monthly_by_dimension_latency_hist_check CHECK ((cardinality(latency_hist) = 42))
+);
+
+--
+-- Name: TABLE usage_monthly_by_dimension; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON TABLE tally.usage_monthly_by_dimension IS 'Usage per local month of the account (bucket = its first day) and value of one dimension, as tally.usage_daily_by_dimension. Kept forever, like usage_monthly.';
+
+--
+-- Name: COLUMN usage_monthly_by_dimension.dimension; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.usage_monthly_by_dimension.dimension IS 'event_type, api_key, provider, model, endpoint, file_type or status_class (the class of status_code: 1xx..5xx).';
+
+--
+-- Name: COLUMN usage_monthly_by_dimension.value; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.usage_monthly_by_dimension.value IS 'The value of the dimension as text (api_key: the key id; status_class: 2xx etc.); NULL for events without one.';
+
+--
 -- Name: usage_monthly_live; Type: VIEW; Schema: tally; Owner: -
 --
 
@@ -5371,6 +5651,13 @@ ALTER TABLE ONLY tally.settings
     ADD CONSTRAINT settings_pkey PRIMARY KEY (name);
 
 --
+-- Name: usage_daily_by_dimension usage_daily_by_dimension_key; Type: CONSTRAINT; Schema: tally; Owner: -
+--
+
+ALTER TABLE ONLY tally.usage_daily_by_dimension
+    ADD CONSTRAINT usage_daily_by_dimension_key UNIQUE NULLS NOT DISTINCT (account_id, bucket, dimension, value);
+
+--
 -- Name: usage_daily usage_daily_pkey; Type: CONSTRAINT; Schema: tally; Owner: -
 --
 
@@ -5383,6 +5670,13 @@ ALTER TABLE ONLY tally.usage_daily
 
 ALTER TABLE ONLY tally.usage_hourly
     ADD CONSTRAINT usage_hourly_pkey PRIMARY KEY (account_id, bucket, dim_key);
+
+--
+-- Name: usage_monthly_by_dimension usage_monthly_by_dimension_key; Type: CONSTRAINT; Schema: tally; Owner: -
+--
+
+ALTER TABLE ONLY tally.usage_monthly_by_dimension
+    ADD CONSTRAINT usage_monthly_by_dimension_key UNIQUE NULLS NOT DISTINCT (account_id, bucket, dimension, value);
 
 --
 -- Name: usage_monthly usage_monthly_pkey; Type: CONSTRAINT; Schema: tally; Owner: -
@@ -5732,6 +6026,24 @@ CREATE POLICY settings_service_read ON tally.settings FOR SELECT TO service_role
 ALTER TABLE tally.usage_daily ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: usage_daily_by_dimension; Type: ROW SECURITY; Schema: tally; Owner: -
+--
+
+ALTER TABLE tally.usage_daily_by_dimension ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: usage_daily_by_dimension usage_daily_by_dimension_member_read; Type: POLICY; Schema: tally; Owner: -
+--
+
+CREATE POLICY usage_daily_by_dimension_member_read ON tally.usage_daily_by_dimension FOR SELECT TO authenticated USING ((account_id = ANY (( SELECT tally._my_account_ids() AS _my_account_ids)::uuid[])));
+
+--
+-- Name: usage_daily_by_dimension usage_daily_by_dimension_service_read; Type: POLICY; Schema: tally; Owner: -
+--
+
+CREATE POLICY usage_daily_by_dimension_service_read ON tally.usage_daily_by_dimension FOR SELECT TO service_role USING (true);
+
+--
 -- Name: usage_daily usage_daily_member_read; Type: POLICY; Schema: tally; Owner: -
 --
 
@@ -5766,6 +6078,24 @@ CREATE POLICY usage_hourly_service_read ON tally.usage_hourly FOR SELECT TO serv
 --
 
 ALTER TABLE tally.usage_monthly ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: usage_monthly_by_dimension; Type: ROW SECURITY; Schema: tally; Owner: -
+--
+
+ALTER TABLE tally.usage_monthly_by_dimension ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: usage_monthly_by_dimension usage_monthly_by_dimension_member_read; Type: POLICY; Schema: tally; Owner: -
+--
+
+CREATE POLICY usage_monthly_by_dimension_member_read ON tally.usage_monthly_by_dimension FOR SELECT TO authenticated USING ((account_id = ANY (( SELECT tally._my_account_ids() AS _my_account_ids)::uuid[])));
+
+--
+-- Name: usage_monthly_by_dimension usage_monthly_by_dimension_service_read; Type: POLICY; Schema: tally; Owner: -
+--
+
+CREATE POLICY usage_monthly_by_dimension_service_read ON tally.usage_monthly_by_dimension FOR SELECT TO service_role USING (true);
 
 --
 -- Name: usage_monthly usage_monthly_member_read; Type: POLICY; Schema: tally; Owner: -
@@ -6040,6 +6370,12 @@ REVOKE ALL ON FUNCTION tally._retention_floor(p_kind text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tally._role_rank(p_role text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION _rollup_dimensions(); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._rollup_dimensions() FROM PUBLIC;
+
+--
 -- Name: FUNCTION _rollup_grains(); Type: ACL; Schema: tally; Owner: -
 --
 
@@ -6062,6 +6398,12 @@ REVOKE ALL ON FUNCTION tally._setting_int(p_name text) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION tally._setting_interval(p_name text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION _status_class_sql(p_alias text); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._status_class_sql(p_alias text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION _token_cost(p_tokens_in bigint, p_tokens_out bigint, p_input_usd_per_mtok numeric, p_output_usd_per_mtok numeric); Type: ACL; Schema: tally; Owner: -
@@ -6462,6 +6804,13 @@ GRANT SELECT ON TABLE tally.usage_daily TO authenticated;
 GRANT SELECT ON TABLE tally.usage_daily TO service_role;
 
 --
+-- Name: TABLE usage_daily_by_dimension; Type: ACL; Schema: tally; Owner: -
+--
+
+GRANT SELECT ON TABLE tally.usage_daily_by_dimension TO authenticated;
+GRANT SELECT ON TABLE tally.usage_daily_by_dimension TO service_role;
+
+--
 -- Name: TABLE usage_daily_live; Type: ACL; Schema: tally; Owner: -
 --
 
@@ -6488,6 +6837,13 @@ GRANT SELECT ON TABLE tally.usage_hourly_live TO service_role;
 
 GRANT SELECT ON TABLE tally.usage_monthly TO authenticated;
 GRANT SELECT ON TABLE tally.usage_monthly TO service_role;
+
+--
+-- Name: TABLE usage_monthly_by_dimension; Type: ACL; Schema: tally; Owner: -
+--
+
+GRANT SELECT ON TABLE tally.usage_monthly_by_dimension TO authenticated;
+GRANT SELECT ON TABLE tally.usage_monthly_by_dimension TO service_role;
 
 --
 -- Name: TABLE usage_monthly_live; Type: ACL; Schema: tally; Owner: -

@@ -3,7 +3,7 @@
  * (tally.verify_rollups) and reports every bucket that differs.
  */
 import { z } from 'zod';
-import { camelToSnake, differingMetrics, rollupsApi } from '../client/rollups.ts';
+import { camelToSnake, differingMetrics, rollupsApi, type RollupMismatch } from '../client/rollups.ts';
 import { connectClient } from '../database/resolve.ts';
 import type { Command } from 'commander';
 import { TallyError } from '../errors.ts';
@@ -11,10 +11,14 @@ import { withDatabase } from './context.ts';
 import { instant, parseOptions } from './options.ts';
 
 export interface Mismatch {
-  grain: 'hourly' | 'daily' | 'monthly';
+  grain: RollupMismatch['grain'];
   accountId: string;
   bucket: string;
-  dimKey: string;
+  /** The dimension tuple (hourly, daily, monthly), else null. */
+  dimKey: string | null;
+  /** The dimension and its value (grains by dimension), else null. */
+  dimension: string | null;
+  value: string | null;
   /**
    * The metrics that differ (by their column names), with the value computed from events and
    * the stored one: money as decimal strings, counts as numbers.
@@ -37,6 +41,8 @@ export async function verifyRollups(connectionString: string, from: Date, to: Da
       accountId: m.accountId,
       bucket: m.bucket,
       dimKey: m.dimKey,
+      dimension: m.dimension,
+      value: m.value,
       metrics: Object.fromEntries(Object.entries(differingMetrics(m)).map(([name, v]) => [camelToSnake(name), v])),
     }));
     return { from, to, mismatches };
@@ -50,13 +56,14 @@ const shown = (v: unknown): string => (typeof v === 'string' ? v : JSON.stringif
 
 export function formatVerify(report: VerifyReport, limit = 20): string {
   const range = `${report.from.toISOString()} to ${report.to.toISOString()}`;
-  if (report.mismatches.length === 0) return `rollups consistent with the raw events from ${range} (hourly, daily, monthly)`;
+  if (report.mismatches.length === 0) return `rollups consistent with the raw events from ${range} (hourly, daily, monthly, and by dimension)`;
   const lines = [`${report.mismatches.length} bucket(s) differ from the raw events from ${range}:`];
   for (const m of report.mismatches.slice(0, limit)) {
     const what = Object.entries(m.metrics)
       .map(([name, v]) => `${name} expected ${shown(v.expected)} stored ${shown(v.actual)}`)
       .join('; ');
-    lines.push(`  ${m.grain} ${m.bucket} account ${m.accountId} dims ${m.dimKey}: ${what}`);
+    const which = m.dimKey === null ? `${m.dimension} ${m.value ?? '(none)'}` : `dims ${m.dimKey}`;
+    lines.push(`  ${m.grain} ${m.bucket} account ${m.accountId} ${which}: ${what}`);
   }
   if (report.mismatches.length > limit) lines.push(`  … and ${report.mismatches.length - limit} more (--json lists all)`);
   lines.push(

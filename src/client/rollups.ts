@@ -115,20 +115,33 @@ const usageMetrics = z.record(z.string(), z.unknown()).transform((raw, ctx): Usa
 
 const mismatchRow = z
   .object({
-    grain: z.enum(['hourly', 'daily', 'monthly']),
+    grain: z.enum(['hourly', 'daily', 'monthly', 'daily_by_dimension', 'monthly_by_dimension']),
     account_id: uuid,
     bucket: z.string(),
-    dim_key: uuid,
+    dim_key: uuid.nullable(),
+    dimension: z.string().nullable(),
+    value: z.string().nullable(),
     expected: usageMetrics.nullable(),
     actual: usageMetrics.nullable(),
   })
-  .transform((r) => ({ grain: r.grain, accountId: r.account_id, bucket: r.bucket, dimKey: r.dim_key, expected: r.expected, actual: r.actual }));
+  .transform((r) => ({
+    grain: r.grain,
+    accountId: r.account_id,
+    bucket: r.bucket,
+    dimKey: r.dim_key,
+    dimension: r.dimension,
+    value: r.value,
+    expected: r.expected,
+    actual: r.actual,
+  }));
 
 /**
  * One bucket and dimension tuple whose stored aggregate differs from its folded raw events.
  * `bucket`: the hour (UTC, `2026-05-01 13:00:00+00`) or the account-local day or month start
- * (`2026-05-01`). `expected` (from the events) or `actual` (stored) is null when that side
- * has no row.
+ * (`2026-05-01`). The hourly, daily and monthly grains name the dimension tuple by `dimKey`;
+ * the grains by dimension (`daily_by_dimension`, `monthly_by_dimension`) name the `dimension`
+ * and its `value` (null: events without one) instead, and their `dimKey` is null.
+ * `expected` (from the events) or `actual` (stored) is null when that side has no row.
  */
 export type RollupMismatch = z.output<typeof mismatchRow>;
 
