@@ -348,7 +348,7 @@ export const suite: BenchSuite = {
       results.push({ name: 'freshness_ingest_rate', value: fresh.rate, unit: 'events/s', note: `events sent per second (asked for ${RATE}/s)` });
       results.push({
         name: 'freshness_max_pending_age', value: fresh.maxAge, unit: 's', target: 15, better: 'lower', pass: fresh.maxAge <= 15,
-        note: 'largest age of the oldest unfolded event, sampled every second; target <= 15 s',
+        note: `largest age of the oldest unfolded event, sampled every second, at ${fresh.rate} events/s achieved (asked for ${RATE}/s); target <= 15 s`,
       });
 
       // (e) on the shared generator: realistic accounts, keys, endpoints, models
@@ -398,9 +398,11 @@ export const suite: BenchSuite = {
         return Array.from({ length: n }, () => wireEvent(gen.event(now)));
       });
       results.push({ name: 'freshness_generated_ingest_rate', value: freshGen.rate, unit: 'events/s', note: `generated events (1,000 accounts, real API keys, tally pricing the LLM calls) sent per second through record_events (asked for ${RATE}/s)` });
+      // passes only at the rate asked for: a sender that cannot keep up makes the fold's job easier
+      const rateMet = freshGen.rate >= 0.95 * RATE;
       results.push({
-        name: 'freshness_generated_max_pending_age', value: freshGen.maxAge, unit: 's', target: 15, better: 'lower', pass: freshGen.maxAge <= 15,
-        note: `largest age of the oldest unfolded event, sampled every second, while generated events arrive and the worker folds into ${tables.join(', ')}; target <= 15 s`,
+        name: 'freshness_generated_max_pending_age', value: freshGen.maxAge, unit: 's', target: 15, better: 'lower', pass: freshGen.maxAge <= 15 && rateMet,
+        note: `largest age of the oldest unfolded event, sampled every second, while generated events arrive at ${freshGen.rate}/s (asked for ${RATE}/s${rateMet ? '' : ': not reached, so not a pass whatever the age'}) and the worker folds into ${tables.join(', ')}; target <= 15 s at >= 95 % of the rate`,
       });
     } finally {
       await pool.end();
