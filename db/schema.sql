@@ -300,6 +300,7 @@ COMMENT ON FUNCTION tally._check_batch(p_events jsonb) IS 'Raises invalid_parame
 CREATE FUNCTION tally._check_day_range(p_from date, p_to date) RETURNS void
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $$
 BEGIN
   IF p_from IS NULL OR p_to IS NULL THEN
@@ -356,8 +357,9 @@ COMMENT ON FUNCTION tally._check_rollup_range(p_from timestamp with time zone, p
 --
 
 CREATE FUNCTION tally._check_usage_filters(p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) RETURNS integer
-    LANGUAGE plpgsql IMMUTABLE
+    LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $$
 DECLARE
   v_name  text;
@@ -519,6 +521,7 @@ CREATE FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_g
     SET "TimeZone" TO 'UTC'
     SET work_mem TO '32MB'
     SET enable_sort TO 'off'
+    SET enable_incremental_sort TO 'off'
     AS $_$
 DECLARE
   v_tuple     constant text := 'b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type';
@@ -571,15 +574,17 @@ BEGIN
                                   FROM unnest(tally._hist_slot_conditions(m.event_value)) WITH ORDINALITY AS c(cond, k))
            ELSE format('%s AS %I', m.group_value, m.name) END, ', ' ORDER BY m.ord),
          string_agg(format('%I', m.name), ', ' ORDER BY m.ord),
-         string_agg(CASE m.combine
-           WHEN 'sum' THEN format('sum(b.%I)', m.name)
-           WHEN 'max' THEN format('max(b.%I)', m.name)
-           ELSE format('ARRAY[%s]', (SELECT string_agg(format('sum(b.%I)::bigint', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k)) END,
+         string_agg(CASE
+           WHEN m.combine = 'sum' AND m.sql_type = 'bigint' THEN format('tally._sum8(b.%I)', m.name)
+           WHEN m.combine = 'sum' THEN format('sum(b.%I)', m.name)
+           WHEN m.combine = 'max' THEN format('max(b.%I)', m.name)
+           ELSE format('ARRAY[%s]', (SELECT string_agg(format('tally._sum8(b.%I)', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k)) END,
            ', ' ORDER BY m.ord),
-         string_agg(CASE m.combine
-           WHEN 'sum' THEN format('sum(b.%1$I)::%2$s AS %1$I', m.name, m.sql_type)
-           WHEN 'max' THEN format('max(b.%1$I) AS %1$I', m.name)
-           ELSE (SELECT string_agg(format('sum(b.%1$I)::bigint AS %1$I', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k) END,
+         string_agg(CASE
+           WHEN m.combine = 'sum' AND m.sql_type = 'bigint' THEN format('tally._sum8(b.%1$I) AS %1$I', m.name)
+           WHEN m.combine = 'sum' THEN format('sum(b.%1$I)::%2$s AS %1$I', m.name, m.sql_type)
+           WHEN m.combine = 'max' THEN format('max(b.%1$I) AS %1$I', m.name)
+           ELSE (SELECT string_agg(format('tally._sum8(b.%1$I) AS %1$I', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k) END,
            ', ' ORDER BY m.ord),
          string_agg(CASE m.combine
            WHEN 'histogram' THEN format('ARRAY[%s]', (SELECT string_agg(format('b.%I', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k))
@@ -595,26 +600,35 @@ BEGIN
   INTO v_base, v_insert, v_select, v_pass, v_direct, v_merge
   FROM tally._rollup_metrics() m;
   SELECT string_agg(format('(%L, %s)', d.dimension, d.value_sql), ', ' ORDER BY d.ord) INTO v_dims
-  FROM tally._rollup_dimensions() d;
+  FROM tally._rollup_dimensions() d WHERE d.dimension <> 'status_class';
 
   IF 'hourly' = ANY (p_grains) THEN
+    -- An hour lies within one local day of its account unless the zone's offset is not a
+    -- whole number of hours and the hour straddles local midnight: then the pass holds two
+    -- rows for it (one per local day) and they are added up; every other pass row is an
+    -- hourly row as it is, with no second aggregation.
     v_ctes := v_ctes || format($u$,
   hourly AS (
     INSERT INTO tally.usage_hourly AS u (account_id, bucket, dim_key, api_key_id, event_type, provider, model, endpoint, file_type, %1$s)
+    SELECT b.account_id, b.hour_utc, b.dim_key, %2$s, %5$s
+    FROM base b
+    WHERE (b.hour_utc AT TIME ZONE b.timezone)::date = ((b.hour_utc + interval '59:59.999999') AT TIME ZONE b.timezone)::date
+    UNION ALL
     SELECT b.account_id, b.hour_utc, b.dim_key, %2$s, %3$s
     FROM base b
+    WHERE (b.hour_utc AT TIME ZONE b.timezone)::date <> ((b.hour_utc + interval '59:59.999999') AT TIME ZONE b.timezone)::date
     GROUP BY b.account_id, b.hour_utc, b.dim_key, %2$s
     ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET %4$s
     RETURNING 1
-  )$u$, v_insert, v_tuple, v_select, v_merge);
+  )$u$, v_insert, v_tuple, v_select, v_merge, v_direct);
   END IF;
   IF p_grains && ARRAY['daily', 'monthly', 'daily_by_dimension', 'monthly_by_dimension'] THEN
     v_ctes := v_ctes || format($u$,
   day_rows AS MATERIALIZED (
-    -- the pass per local day: what daily, monthly and the dimensions fold from
-    SELECT b.account_id, b.local_day, b.dim_key, %1$s, b.status_class, %2$s
+    -- the pass per local day: one row per daily row, what monthly and the dimensions fold from
+    SELECT b.account_id, b.local_day, b.dim_key, %1$s, %2$s
     FROM base b
-    GROUP BY b.account_id, b.local_day, b.dim_key, %1$s, b.status_class
+    GROUP BY b.account_id, b.local_day, b.dim_key, %1$s
   )$u$, v_tuple, v_pass);
   END IF;
   IF 'daily' = ANY (p_grains) THEN
@@ -623,10 +637,9 @@ BEGIN
     INSERT INTO tally.usage_daily AS u (account_id, bucket, dim_key, api_key_id, event_type, provider, model, endpoint, file_type, %1$s)
     SELECT b.account_id, b.local_day, b.dim_key, %2$s, %3$s
     FROM day_rows b
-    GROUP BY b.account_id, b.local_day, b.dim_key, %2$s
     ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET %4$s
     RETURNING 1
-  )$u$, v_insert, v_tuple, v_select, v_merge);
+  )$u$, v_insert, v_tuple, v_direct, v_merge);
   END IF;
   IF 'monthly' = ANY (p_grains) THEN
     v_ctes := v_ctes || format($u$,
@@ -640,13 +653,19 @@ BEGIN
   )$u$, v_insert, v_tuple, v_select, v_merge);
   END IF;
   IF p_grains && ARRAY['daily_by_dimension', 'monthly_by_dimension'] THEN
+    -- the status class is not in the tuple: its rows come from a pass of their own over the
+    -- events (few groups: account x local day x class), so the tuple pass stays as narrow
     v_ctes := v_ctes || format($u$,
   day_dims AS MATERIALIZED (
-    -- each day row once per dimension, by that dimension's value
+    -- each day row once per tuple dimension, by that dimension's value; and the status classes
     SELECT b.account_id, b.local_day, d.dimension, d.value, %2$s
     FROM day_rows b CROSS JOIN LATERAL (VALUES %1$s) AS d(dimension, value)
     GROUP BY b.account_id, b.local_day, d.dimension, d.value
-  )$u$, v_dims, v_pass);
+    UNION ALL
+    SELECT e.account_id, (e.occurred_at AT TIME ZONE e.timezone)::date, 'status_class', e.status_class, %3$s
+    FROM window_events e
+    GROUP BY e.account_id, (e.occurred_at AT TIME ZONE e.timezone)::date, e.status_class
+  )$u$, v_dims, v_pass, v_base);
   END IF;
   IF 'daily_by_dimension' = ANY (p_grains) THEN
     v_ctes := v_ctes || format($u$,
@@ -671,8 +690,9 @@ BEGIN
   END IF;
 
   EXECUTE format($q$
-  WITH window_events AS (
-    -- the events to fold, with their account's time zone
+  WITH window_events AS NOT MATERIALIZED (
+    -- the events to fold, with their account's time zone (read by the tuple pass and, for
+    -- the status classes, by a second pass: reading twice is cheaper than keeping them)
     SELECT e.account_id, e.occurred_at, a.timezone, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint,
            e.file_type, %4$s AS status_class, %3$s
     FROM %1$s
@@ -681,16 +701,16 @@ BEGIN
   ),
   base AS MATERIALIZED (
     -- one pass over the events: partial sums and histogram per UTC hour x local day x
-    -- dimensions x status class (an hour can straddle two local days in zones with :30 or
-    -- :45 offsets); the tuple key is computed per group, not per event
-    SELECT e.account_id,
+    -- dimension tuple (an hour can straddle two local days in zones with :30 or :45
+    -- offsets); the tuple key is computed per group, not per event
+    SELECT e.account_id, e.timezone,
            date_trunc('hour', e.occurred_at) AS hour_utc,  -- TimeZone is UTC here (SET above)
            (e.occurred_at AT TIME ZONE e.timezone)::date AS local_day,
            %5$s AS dim_key,
-           e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type, e.status_class,
+           e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type,
            %6$s
     FROM window_events e
-    GROUP BY e.account_id, 2, 3, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type, e.status_class
+    GROUP BY e.account_id, e.timezone, 3, 4, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type
   )%7$s
   SELECT coalesce(sum(b.requests), 0) FROM base b$q$,
     v_from, v_where, v_columns, tally._status_class_sql('e'), tally._dim_key_sql('e'), v_base, v_ctes)
@@ -1098,6 +1118,7 @@ COMMENT ON FUNCTION tally._jnum(p_value jsonb) IS 'A JSON number, or a string ho
 CREATE FUNCTION tally._latency_percentiles(p_hist bigint[], p_latency_max integer, OUT p50 numeric, OUT p95 numeric, OUT p99 numeric) RETURNS record
     LANGUAGE plpgsql IMMUTABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $$
 DECLARE
   v_bounds constant integer[] := tally.latency_buckets();
@@ -1209,6 +1230,21 @@ $_$;
 --
 
 COMMENT ON FUNCTION tally._live_view_sql(p_grain text) IS 'The SELECT of the live view of a grain (tally.usage_<grain>_live), generated from tally._rollup_metrics() and tally._rollup_grains().';
+
+--
+-- Name: _local_start(timestamp without time zone, text); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._local_start(p_local timestamp without time zone, p_timezone text) RETURNS timestamp with time zone
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ select least(p_local AT TIME ZONE p_timezone, ((p_local - interval '1 hour') AT TIME ZONE p_timezone) + interval '1 hour') $$;
+
+--
+-- Name: FUNCTION _local_start(p_local timestamp without time zone, p_timezone text); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._local_start(p_local timestamp without time zone, p_timezone text) IS 'The first instant at which the clock of p_timezone reads p_local (a local midnight that happens twice, clocks falling back from 01:00 to 00:00: its first pass; AT TIME ZONE alone gives the second).';
 
 --
 -- Name: _meter_field_accepts(text, regtype); Type: FUNCTION; Schema: tally; Owner: -
@@ -1771,6 +1807,7 @@ COMMENT ON FUNCTION tally._require_read_committed(p_function text) IS 'Raises in
 CREATE FUNCTION tally._require_usage_reader(p_account_id uuid, OUT timezone text) RETURNS text
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $$
 BEGIN
   PERFORM tally._require_account_role(p_account_id, 'viewer');
@@ -2008,6 +2045,7 @@ COMMENT ON FUNCTION tally._truncate_empty_default_partition() IS 'After rows wer
 CREATE FUNCTION tally._usage_between(p_account_id uuid, p_lo timestamp with time zone[], p_hi timestamp with time zone[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) RETURNS TABLE(idx integer, requests bigint, successful bigint, failed bigint, cached bigint, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, cost_usd numeric, potential_cost_usd numeric, quantity numeric, unpriced bigint, latency_count bigint, latency_sum numeric, latency_max integer, latency_hist bigint[])
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -2035,11 +2073,11 @@ BEGIN
     CONTINUE WHEN v_lo >= v_hi;
     -- whole local days: from the first local midnight at or after lo to the last at or before hi
     v_d1 := (v_lo AT TIME ZONE v_tz)::date;
-    IF (v_d1::timestamp AT TIME ZONE v_tz) < v_lo THEN
+    IF tally._local_start(v_d1::timestamp, v_tz) < v_lo THEN
       v_d1 := v_d1 + 1;
     END IF;
     v_d2 := (v_hi AT TIME ZONE v_tz)::date - 1;   -- the day before the one hi falls in
-    IF ((v_d2 + 2)::timestamp AT TIME ZONE v_tz) <= v_hi THEN
+    IF tally._local_start((v_d2 + 2)::timestamp, v_tz) <= v_hi THEN
       v_d2 := v_d2 + 1;
     END IF;
     IF v_d1 <= v_d2 THEN
@@ -2048,8 +2086,8 @@ BEGIN
     -- the edges outside the whole days (or the whole range when it holds none)
     FOR v_edge IN
       SELECT x.a, x.b FROM (VALUES
-        (v_lo, CASE WHEN v_d1 <= v_d2 THEN (v_d1::timestamp AT TIME ZONE v_tz) ELSE v_hi END),
-        (CASE WHEN v_d1 <= v_d2 THEN ((v_d2 + 1)::timestamp AT TIME ZONE v_tz) ELSE v_hi END, v_hi)) AS x(a, b)
+        (v_lo, CASE WHEN v_d1 <= v_d2 THEN tally._local_start(v_d1::timestamp, v_tz) ELSE v_hi END),
+        (CASE WHEN v_d1 <= v_d2 THEN tally._local_start((v_d2 + 1)::timestamp, v_tz) ELSE v_hi END, v_hi)) AS x(a, b)
       WHERE x.a < x.b
     LOOP
       -- whole UTC hours inside the edge, and the pieces of hours around them
@@ -2104,8 +2142,12 @@ BEGIN
         -- the pieces of hours, from the raw events (folded or not)
         SELECT r.idx, %3$s
         FROM unnest($8::integer[], $9::timestamptz[], $10::timestamptz[]) AS r(idx, lo, hi)
-        JOIN tally.events e ON e.account_id = $1 AND e.occurred_at >= r.lo AND e.occurred_at < r.hi
-        WHERE NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)%5$s
+        -- one index range per piece (a join would read all the account's events once)
+        CROSS JOIN LATERAL (
+          SELECT e.* FROM tally.events e
+          WHERE e.account_id = $1 AND e.occurred_at >= r.lo AND e.occurred_at < r.hi
+            AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)%5$s
+        ) e
         GROUP BY r.idx
       ) x(idx, %6$s)
       GROUP BY x.idx
@@ -2133,6 +2175,7 @@ COMMENT ON FUNCTION tally._usage_between(p_account_id uuid, p_lo timestamp with 
 CREATE FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) RETURNS TABLE(hour timestamp with time zone, day date, dim text, grp text, requests bigint, successful bigint, failed bigint, cached bigint, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, cost_usd numeric, potential_cost_usd numeric, quantity numeric, unpriced bigint, latency_count bigint, latency_sum numeric, latency_max integer, latency_hist bigint[])
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     SET "DateStyle" TO 'ISO'
     AS $_$
@@ -2156,6 +2199,8 @@ DECLARE
   v_stored_grp text;
   v_tail_grp   text;
   v_dims_values text;
+  v_has_tail  boolean;
+  v_tail      text := '';
   i           integer;
 BEGIN
   SELECT a.timezone INTO v_tz FROM tally.accounts a WHERE a.id = p_account_id;
@@ -2244,6 +2289,21 @@ BEGIN
     v_tail_grp := 'd.dimension, d.value';
   END IF;
 
+  -- the tail, if this account has one: events past the watermark, grouped the same way
+  -- (the watermark goes in as a constant, so the planner reads the few ids above it by index)
+  EXECUTE format('SELECT EXISTS (SELECT 1 FROM tally.events e WHERE e.id > %s AND e.account_id = $1)', v_watermark)
+  INTO v_has_tail USING p_account_id;
+  IF v_has_tail THEN
+    v_tail := format($t$
+        UNION ALL
+        SELECT %1$s, %2$s, %3$s
+        FROM %4$s
+        WHERE e.account_id = $1 AND e.id > %5$s AND %6$s
+          AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+        GROUP BY 1, 2, 3, 4$t$,
+      v_tail_bucket, v_tail_grp, v_parts.tail, v_tail_from, v_watermark, v_tail_where);
+  END IF;
+
   RETURN QUERY EXECUTE format($q$
     SELECT y.hour, y.day, y.dim, y.grp, y.requests, y.successful, y.failed, y.cached, y.files, y.bytes, y.tokens_in, y.tokens_out,
            y.cost_usd, y.potential_cost_usd, y.quantity, y.unpriced, y.latency_count, y.latency_sum, y.latency_max, y.latency_hist
@@ -2252,19 +2312,12 @@ BEGIN
       FROM (
         SELECT %2$s, %3$s, %4$s
         FROM %5$s
-        WHERE %6$s
-        UNION ALL
-        -- the tail: events past the watermark, grouped the same way
-        SELECT %7$s, %8$s, %9$s
-        FROM %10$s
-        WHERE e.account_id = $1 AND e.id > %11$s AND %12$s
-          AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
-        GROUP BY 1, 2, 3, 4
-      ) x(hour, day, dim, grp, %13$s)
+        WHERE %6$s%7$s
+      ) x(hour, day, dim, grp, %8$s)
       GROUP BY x.hour, x.day, x.dim, x.grp
     ) y$q$,
     v_parts.outer_sums, v_stored_bucket, v_stored_grp, v_parts.stored, v_stored_from, v_stored_where,
-    v_tail_bucket, v_tail_grp, v_parts.tail, v_tail_from, v_watermark, v_tail_where, v_parts.columns)
+    v_tail, v_parts.columns)
   USING p_account_id, p_unit, p_hours_lo, p_hours_hi, p_from_day, p_to_day, p_groups,
         p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types;
 END
@@ -2283,6 +2336,7 @@ COMMENT ON FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo t
 CREATE FUNCTION tally._usage_metrics_sql(p_alias text) RETURNS text
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $_$
     select format($m$
       coalesce(%1$I.requests, 0)::bigint AS requests, coalesce(%1$I.successful, 0)::bigint AS successful,
@@ -2311,6 +2365,7 @@ COMMENT ON FUNCTION tally._usage_metrics_sql(p_alias text) IS 'The metric column
 CREATE FUNCTION tally._usage_sql_parts(OUT stored text, OUT tail text, OUT outer_sums text, OUT columns text) RETURNS record
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     AS $$ select 'u.requests, u.successful, u.failed, u.cached, u.files, u.bytes, u.tokens_in, u.tokens_out, u.cost_usd, u.potential_cost_usd, u.quantity, u.latency_count, u.latency_sum, u.latency_max, u.latency_hist[1] AS h0, u.latency_hist[2] AS h1, u.latency_hist[3] AS h2, u.latency_hist[4] AS h3, u.latency_hist[5] AS h4, u.latency_hist[6] AS h5, u.latency_hist[7] AS h6, u.latency_hist[8] AS h7, u.latency_hist[9] AS h8, u.latency_hist[10] AS h9, u.latency_hist[11] AS h10, u.latency_hist[12] AS h11, u.latency_hist[13] AS h12, u.latency_hist[14] AS h13, u.latency_hist[15] AS h14, u.latency_hist[16] AS h15, u.latency_hist[17] AS h16, u.latency_hist[18] AS h17, u.latency_hist[19] AS h18, u.latency_hist[20] AS h19, u.latency_hist[21] AS h20, u.latency_hist[22] AS h21, u.latency_hist[23] AS h22, u.latency_hist[24] AS h23, u.latency_hist[25] AS h24, u.latency_hist[26] AS h25, u.latency_hist[27] AS h26, u.latency_hist[28] AS h27, u.latency_hist[29] AS h28, u.latency_hist[30] AS h29, u.latency_hist[31] AS h30, u.latency_hist[32] AS h31, u.latency_hist[33] AS h32, u.latency_hist[34] AS h33, u.latency_hist[35] AS h34, u.latency_hist[36] AS h35, u.latency_hist[37] AS h36, u.latency_hist[38] AS h37, u.latency_hist[39] AS h38, u.latency_hist[40] AS h39, u.latency_hist[41] AS h40, u.latency_hist[42] AS h41, u.unpriced'::text, 'count(*), count(*) FILTER (WHERE e.success), count(*) FILTER (WHERE NOT e.success), count(*) FILTER (WHERE e.cached), coalesce(sum(e.files), 0), coalesce(sum(e.bytes), 0), coalesce(sum(e.tokens_in), 0), coalesce(sum(e.tokens_out), 0), coalesce(sum(e.cost_usd), 0), coalesce(sum(e.potential_cost_usd), 0), sum(e.quantity), count(e.latency_ms), coalesce(sum(e.latency_ms), 0), max(e.latency_ms), count(*) FILTER (WHERE (e.latency_ms) < 1), count(*) FILTER (WHERE (e.latency_ms) >= 1 AND (e.latency_ms) < 2), count(*) FILTER (WHERE (e.latency_ms) >= 2 AND (e.latency_ms) < 3), count(*) FILTER (WHERE (e.latency_ms) >= 3 AND (e.latency_ms) < 4), count(*) FILTER (WHERE (e.latency_ms) >= 4 AND (e.latency_ms) < 6), count(*) FILTER (WHERE (e.latency_ms) >= 6 AND (e.latency_ms) < 8), count(*) FILTER (WHERE (e.latency_ms) >= 8 AND (e.latency_ms) < 11), count(*) FILTER (WHERE (e.latency_ms) >= 11 AND (e.latency_ms) < 16), count(*) FILTER (WHERE (e.latency_ms) >= 16 AND (e.latency_ms) < 23), count(*) FILTER (WHERE (e.latency_ms) >= 23 AND (e.latency_ms) < 32), count(*) FILTER (WHERE (e.latency_ms) >= 32 AND (e.latency_ms) < 45), count(*) FILTER (WHERE (e.latency_ms) >= 45 AND (e.latency_ms) < 64), count(*) FILTER (WHERE (e.latency_ms) >= 64 AND (e.latency_ms) < 91), count(*) FILTER (WHERE (e.latency_ms) >= 91 AND (e.latency_ms) < 128), count(*) FILTER (WHERE (e.latency_ms) >= 128 AND (e.latency_ms) < 181), count(*) FILTER (WHERE (e.latency_ms) >= 181 AND (e.latency_ms) < 256), count(*) FILTER (WHERE (e.latency_ms) >= 256 AND (e.latency_ms) < 362), count(*) FILTER (WHERE (e.latency_ms) >= 362 AND (e.latency_ms) < 512), count(*) FILTER (WHERE (e.latency_ms) >= 512 AND (e.latency_ms) < 724), count(*) FILTER (WHERE (e.latency_ms) >= 724 AND (e.latency_ms) < 1024), count(*) FILTER (WHERE (e.latency_ms) >= 1024 AND (e.latency_ms) < 1448), count(*) FILTER (WHERE (e.latency_ms) >= 1448 AND (e.latency_ms) < 2048), count(*) FILTER (WHERE (e.latency_ms) >= 2048 AND (e.latency_ms) < 2896), count(*) FILTER (WHERE (e.latency_ms) >= 2896 AND (e.latency_ms) < 4096), count(*) FILTER (WHERE (e.latency_ms) >= 4096 AND (e.latency_ms) < 5793), count(*) FILTER (WHERE (e.latency_ms) >= 5793 AND (e.latency_ms) < 8192), count(*) FILTER (WHERE (e.latency_ms) >= 8192 AND (e.latency_ms) < 11585), count(*) FILTER (WHERE (e.latency_ms) >= 11585 AND (e.latency_ms) < 16384), count(*) FILTER (WHERE (e.latency_ms) >= 16384 AND (e.latency_ms) < 23170), count(*) FILTER (WHERE (e.latency_ms) >= 23170 AND (e.latency_ms) < 32768), count(*) FILTER (WHERE (e.latency_ms) >= 32768 AND (e.latency_ms) < 46341), count(*) FILTER (WHERE (e.latency_ms) >= 46341 AND (e.latency_ms) < 65536), count(*) FILTER (WHERE (e.latency_ms) >= 65536 AND (e.latency_ms) < 92682), count(*) FILTER (WHERE (e.latency_ms) >= 92682 AND (e.latency_ms) < 131072), count(*) FILTER (WHERE (e.latency_ms) >= 131072 AND (e.latency_ms) < 185364), count(*) FILTER (WHERE (e.latency_ms) >= 185364 AND (e.latency_ms) < 262144), count(*) FILTER (WHERE (e.latency_ms) >= 262144 AND (e.latency_ms) < 370728), count(*) FILTER (WHERE (e.latency_ms) >= 370728 AND (e.latency_ms) < 524288), count(*) FILTER (WHERE (e.latency_ms) >= 524288 AND (e.latency_ms) < 741455), count(*) FILTER (WHERE (e.latency_ms) >= 741455 AND (e.latency_ms) < 1048576), count(*) FILTER (WHERE (e.latency_ms) >= 1048576 AND (e.latency_ms) < 1482910), count(*) FILTER (WHERE (e.latency_ms) >= 1482910), count(*) FILTER (WHERE (e.tokens_in IS NOT NULL OR e.tokens_out IS NOT NULL) AND (e.cost_usd IS NULL OR e.potential_cost_usd IS NULL))'::text, 'coalesce(sum(x.requests), 0)::bigint AS requests, coalesce(sum(x.successful), 0)::bigint AS successful, coalesce(sum(x.failed), 0)::bigint AS failed, coalesce(sum(x.cached), 0)::bigint AS cached, coalesce(sum(x.files), 0)::numeric AS files, coalesce(sum(x.bytes), 0)::numeric AS bytes, coalesce(sum(x.tokens_in), 0)::numeric AS tokens_in, coalesce(sum(x.tokens_out), 0)::numeric AS tokens_out, coalesce(sum(x.cost_usd), 0)::numeric AS cost_usd, coalesce(sum(x.potential_cost_usd), 0)::numeric AS potential_cost_usd, coalesce(sum(x.quantity), 0)::numeric AS quantity, coalesce(sum(x.latency_count), 0)::bigint AS latency_count, coalesce(sum(x.latency_sum), 0)::numeric AS latency_sum, max(x.latency_max) AS latency_max, ARRAY[coalesce(sum(x.h0), 0)::bigint, coalesce(sum(x.h1), 0)::bigint, coalesce(sum(x.h2), 0)::bigint, coalesce(sum(x.h3), 0)::bigint, coalesce(sum(x.h4), 0)::bigint, coalesce(sum(x.h5), 0)::bigint, coalesce(sum(x.h6), 0)::bigint, coalesce(sum(x.h7), 0)::bigint, coalesce(sum(x.h8), 0)::bigint, coalesce(sum(x.h9), 0)::bigint, coalesce(sum(x.h10), 0)::bigint, coalesce(sum(x.h11), 0)::bigint, coalesce(sum(x.h12), 0)::bigint, coalesce(sum(x.h13), 0)::bigint, coalesce(sum(x.h14), 0)::bigint, coalesce(sum(x.h15), 0)::bigint, coalesce(sum(x.h16), 0)::bigint, coalesce(sum(x.h17), 0)::bigint, coalesce(sum(x.h18), 0)::bigint, coalesce(sum(x.h19), 0)::bigint, coalesce(sum(x.h20), 0)::bigint, coalesce(sum(x.h21), 0)::bigint, coalesce(sum(x.h22), 0)::bigint, coalesce(sum(x.h23), 0)::bigint, coalesce(sum(x.h24), 0)::bigint, coalesce(sum(x.h25), 0)::bigint, coalesce(sum(x.h26), 0)::bigint, coalesce(sum(x.h27), 0)::bigint, coalesce(sum(x.h28), 0)::bigint, coalesce(sum(x.h29), 0)::bigint, coalesce(sum(x.h30), 0)::bigint, coalesce(sum(x.h31), 0)::bigint, coalesce(sum(x.h32), 0)::bigint, coalesce(sum(x.h33), 0)::bigint, coalesce(sum(x.h34), 0)::bigint, coalesce(sum(x.h35), 0)::bigint, coalesce(sum(x.h36), 0)::bigint, coalesce(sum(x.h37), 0)::bigint, coalesce(sum(x.h38), 0)::bigint, coalesce(sum(x.h39), 0)::bigint, coalesce(sum(x.h40), 0)::bigint, coalesce(sum(x.h41), 0)::bigint] AS latency_hist, coalesce(sum(x.unpriced), 0)::bigint AS unpriced'::text, 'requests, successful, failed, cached, files, bytes, tokens_in, tokens_out, cost_usd, potential_cost_usd, quantity, latency_count, latency_sum, latency_max, h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11, h12, h13, h14, h15, h16, h17, h18, h19, h20, h21, h22, h23, h24, h25, h26, h27, h28, h29, h30, h31, h32, h33, h34, h35, h36, h37, h38, h39, h40, h41, unpriced'::text $$;
 
 --
@@ -2544,6 +2599,7 @@ COMMENT ON FUNCTION tally.attach_meter(p_table regclass, p_event_type text, p_ma
 CREATE FUNCTION tally.compare_periods(p_account_id uuid, p_period text DEFAULT 'month'::text, p_at timestamp with time zone DEFAULT now(), p_api_key_ids uuid[] DEFAULT NULL::uuid[], p_event_types text[] DEFAULT NULL::text[], p_providers text[] DEFAULT NULL::text[], p_models text[] DEFAULT NULL::text[], p_endpoints text[] DEFAULT NULL::text[], p_file_types text[] DEFAULT NULL::text[]) RETURNS TABLE(metric text, current_value numeric, previous_value numeric, change numeric, change_pct numeric, current_from timestamp with time zone, current_to timestamp with time zone, previous_from timestamp with time zone, previous_to timestamp with time zone)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -2563,9 +2619,10 @@ BEGIN
   v_step := CASE p_period WHEN 'day' THEN interval '1 day' WHEN 'week' THEN interval '7 days' ELSE interval '1 month' END;
   v_local := p_at AT TIME ZONE v_tz;
   -- the local calendar: the period holding p_at, and the one before it
-  v_cur_from := date_trunc(p_period, v_local) AT TIME ZONE v_tz;
-  v_prev_from := (date_trunc(p_period, v_local) - v_step) AT TIME ZONE v_tz;
-  v_prev_to := least(v_prev_from + (p_at - v_cur_from), v_cur_from);
+  v_cur_from := tally._local_start(date_trunc(p_period, v_local), v_tz);
+  v_prev_from := tally._local_start(date_trunc(p_period, v_local) - v_step, v_tz);
+  -- the same elapsed time, in seconds (an interval of days would follow the session's zone)
+  v_prev_to := least(v_prev_from + extract(epoch FROM p_at - v_cur_from) * interval '1 second', v_cur_from);
   IF v_prev_from < date_trunc('hour', tally._retention_floor('hourly'), 'UTC') THEN
     PERFORM tally._raise('past_retention', format('at: the previous %s starts before %s, where hourly usage is past retention (setting retention.hourly)',
                                                   p_period, date_trunc('hour', tally._retention_floor('hourly'), 'UTC')));
@@ -3009,6 +3066,7 @@ COMMENT ON FUNCTION tally.events_tail() IS 'The events the rollups have not fold
 CREATE FUNCTION tally.get_breakdown(p_account_id uuid, p_dimension text, p_from date, p_to date, p_api_key_ids uuid[] DEFAULT NULL::uuid[], p_event_types text[] DEFAULT NULL::text[], p_providers text[] DEFAULT NULL::text[], p_models text[] DEFAULT NULL::text[], p_endpoints text[] DEFAULT NULL::text[], p_file_types text[] DEFAULT NULL::text[], p_limit integer DEFAULT 10, p_measure text DEFAULT 'requests'::text) RETURNS TABLE(rank integer, value text, label text, is_other boolean, share_pct numeric, requests bigint, successful bigint, failed bigint, cached bigint, cache_hit_pct numeric, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, tokens_total numeric, cost_usd numeric, potential_cost_usd numeric, savings_usd numeric, quantity numeric, unpriced bigint, avg_latency_ms numeric, p50_latency_ms numeric, p95_latency_ms numeric, p99_latency_ms numeric)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -3086,6 +3144,7 @@ COMMENT ON FUNCTION tally.get_breakdown(p_account_id uuid, p_dimension text, p_f
 CREATE FUNCTION tally.get_dashboard_stats(p_account_id uuid, p_days integer DEFAULT 30) RETURNS TABLE(day date, requests bigint, successful bigint, failed bigint, cached bigint, cache_hit_pct numeric, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, tokens_total numeric, cost_usd numeric, potential_cost_usd numeric, savings_usd numeric, quantity numeric, unpriced bigint, avg_latency_ms numeric, p50_latency_ms numeric, p95_latency_ms numeric, p99_latency_ms numeric, requests_by_provider jsonb, requests_by_model jsonb)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -3098,25 +3157,14 @@ BEGIN
   v_today := (now() AT TIME ZONE v_tz)::date;
   PERFORM tally._check_day_range(v_today - (p_days - 1), v_today);
   RETURN QUERY EXECUTE format($q$
-    WITH u AS (
-      SELECT * FROM tally._usage_by($1, 'day', NULL, NULL, $2, $3, ARRAY['event_type', 'provider', 'model'],
-                                    NULL, NULL, NULL, NULL, NULL, NULL)
-    ),
-    totals AS (
-      -- every event has one event type: the event-type rows of a day are its totals
-      SELECT u.day, sum(u.requests) AS requests, sum(u.successful) AS successful, sum(u.failed) AS failed,
-             sum(u.cached) AS cached, sum(u.files) AS files, sum(u.bytes) AS bytes, sum(u.tokens_in) AS tokens_in,
-             sum(u.tokens_out) AS tokens_out, sum(u.cost_usd) AS cost_usd, sum(u.potential_cost_usd) AS potential_cost_usd,
-             sum(u.quantity) AS quantity, sum(u.unpriced) AS unpriced, sum(u.latency_count) AS latency_count,
-             sum(u.latency_sum) AS latency_sum, max(u.latency_max) AS latency_max, tally._hist_sum(u.latency_hist) AS latency_hist
-      FROM u WHERE u.dim = 'event_type'
-      GROUP BY u.day
+    WITH totals AS (
+      SELECT * FROM tally._usage_by($1, 'day', NULL, NULL, $2, $3, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ),
     maps AS (
       SELECT u.day,
              jsonb_object_agg(u.grp, u.requests) FILTER (WHERE u.dim = 'provider' AND u.grp IS NOT NULL) AS by_provider,
              jsonb_object_agg(u.grp, u.requests) FILTER (WHERE u.dim = 'model' AND u.grp IS NOT NULL) AS by_model
-      FROM u WHERE u.dim IN ('provider', 'model')
+      FROM tally._usage_by($1, 'day', NULL, NULL, $2, $3, ARRAY['provider', 'model'], NULL, NULL, NULL, NULL, NULL, NULL) u
       GROUP BY u.day
     )
     SELECT g.d, %1$s, coalesce(m.by_provider, '{}'), coalesce(m.by_model, '{}')
@@ -3142,6 +3190,7 @@ COMMENT ON FUNCTION tally.get_dashboard_stats(p_account_id uuid, p_days integer)
 CREATE FUNCTION tally.get_period_summary(p_account_id uuid, p_month date DEFAULT NULL::date) RETURNS TABLE(month date, period_start timestamp with time zone, period_end timestamp with time zone, as_of timestamp with time zone, elapsed_pct numeric, requests bigint, successful bigint, failed bigint, cached bigint, cache_hit_pct numeric, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, tokens_total numeric, cost_usd numeric, potential_cost_usd numeric, savings_usd numeric, quantity numeric, unpriced bigint, avg_latency_ms numeric, p50_latency_ms numeric, p95_latency_ms numeric, p99_latency_ms numeric, savings_pct numeric, forecast_requests bigint, forecast_cost_usd numeric, forecast_method text)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -3151,8 +3200,8 @@ DECLARE
   v_end   timestamptz;
 BEGIN
   v_month := date_trunc('month', coalesce(p_month, (now() AT TIME ZONE v_tz)::date))::date;
-  v_start := v_month::timestamp AT TIME ZONE v_tz;
-  v_end := (v_month + interval '1 month') AT TIME ZONE v_tz;
+  v_start := tally._local_start(v_month::timestamp, v_tz);
+  v_end := tally._local_start(v_month + interval '1 month', v_tz);
   IF v_start > now() THEN
     PERFORM tally._raise('invalid_parameter', format('month: %s has not started yet', to_char(v_month, 'YYYY-MM')));
   END IF;
@@ -3194,6 +3243,7 @@ COMMENT ON FUNCTION tally.get_period_summary(p_account_id uuid, p_month date) IS
 CREATE FUNCTION tally.get_top_endpoints(p_account_id uuid, p_from date, p_to date, p_limit integer DEFAULT 10, p_order_by text DEFAULT 'requests'::text, p_api_key_ids uuid[] DEFAULT NULL::uuid[], p_event_types text[] DEFAULT NULL::text[], p_providers text[] DEFAULT NULL::text[], p_models text[] DEFAULT NULL::text[], p_endpoints text[] DEFAULT NULL::text[], p_file_types text[] DEFAULT NULL::text[]) RETURNS TABLE(rank integer, endpoint text, requests bigint, successful bigint, failed bigint, error_pct numeric, cost_usd numeric, avg_latency_ms numeric, p95_latency_ms numeric, previous_rank integer, rank_change integer, previous_requests bigint, previous_cost_usd numeric, requests_change_pct numeric)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $$
 DECLARE
@@ -3211,19 +3261,17 @@ BEGIN
   v_prev_from := greatest(p_from - (p_to - p_from + 1), tally._retention_floor('daily')::date);
 
   RETURN QUERY
-  WITH days AS (
-    SELECT u.day >= p_from AS current, u.grp AS endpoint, u.requests, u.successful, u.failed, u.cost_usd,
+  WITH periods AS (
+    SELECT true AS current, u.grp AS endpoint, u.requests, u.successful, u.failed, u.cost_usd,
            u.latency_count, u.latency_sum, u.latency_max, u.latency_hist
-    FROM tally._usage_by(p_account_id, 'day', NULL, NULL, least(v_prev_from, p_from), p_to, ARRAY['endpoint'],
+    FROM tally._usage_by(p_account_id, 'none', NULL, NULL, p_from, p_to, ARRAY['endpoint'],
                          p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types) u
     WHERE u.grp IS NOT NULL
-  ),
-  periods AS (
-    SELECT d.current, d.endpoint, sum(d.requests)::bigint AS requests, sum(d.successful)::bigint AS successful,
-           sum(d.failed)::bigint AS failed, sum(d.cost_usd) AS cost_usd, sum(d.latency_count) AS latency_count,
-           sum(d.latency_sum) AS latency_sum, max(d.latency_max) AS latency_max, tally._hist_sum(d.latency_hist) AS latency_hist
-    FROM days d
-    GROUP BY d.current, d.endpoint
+    UNION ALL
+    SELECT false, u.grp, u.requests, u.successful, u.failed, u.cost_usd, NULL, NULL, NULL, NULL
+    FROM tally._usage_by(p_account_id, 'none', NULL, NULL, v_prev_from, p_from - 1, ARRAY['endpoint'],
+                         p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types) u
+    WHERE u.grp IS NOT NULL AND v_prev_from < p_from
   ),
   ranked AS (
     SELECT p.*, row_number() OVER (PARTITION BY p.current
@@ -3256,6 +3304,7 @@ COMMENT ON FUNCTION tally.get_top_endpoints(p_account_id uuid, p_from date, p_to
 CREATE FUNCTION tally.get_usage_history(p_account_id uuid, p_months integer DEFAULT 12) RETURNS TABLE(month date, requests bigint, successful bigint, failed bigint, cached bigint, cache_hit_pct numeric, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, tokens_total numeric, cost_usd numeric, potential_cost_usd numeric, savings_usd numeric, quantity numeric, unpriced bigint, avg_latency_ms numeric, p50_latency_ms numeric, p95_latency_ms numeric, p99_latency_ms numeric)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -3290,6 +3339,7 @@ COMMENT ON FUNCTION tally.get_usage_history(p_account_id uuid, p_months integer)
 CREATE FUNCTION tally.get_usage_series(p_account_id uuid, p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text DEFAULT 'day'::text, p_api_key_ids uuid[] DEFAULT NULL::uuid[], p_event_types text[] DEFAULT NULL::text[], p_providers text[] DEFAULT NULL::text[], p_models text[] DEFAULT NULL::text[], p_endpoints text[] DEFAULT NULL::text[], p_file_types text[] DEFAULT NULL::text[]) RETURNS TABLE(bucket_start timestamp with time zone, bucket_end timestamp with time zone, local_date date, requests bigint, successful bigint, failed bigint, cached bigint, cache_hit_pct numeric, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, tokens_total numeric, cost_usd numeric, potential_cost_usd numeric, savings_usd numeric, quantity numeric, unpriced bigint, avg_latency_ms numeric, p50_latency_ms numeric, p95_latency_ms numeric, p99_latency_ms numeric)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
     AS $_$
 DECLARE
@@ -3350,7 +3400,7 @@ BEGIN
                                                   tally._retention_floor('daily')::date));
   END IF;
   RETURN QUERY EXECUTE format($q$
-    SELECT (g.d::timestamp AT TIME ZONE %1$L), ((g.d + $3)::timestamp AT TIME ZONE %1$L), g.d, %2$s
+    SELECT tally._local_start(g.d::timestamp, %1$L), tally._local_start((g.d + $3)::timestamp, %1$L), g.d, %2$s
     FROM (SELECT s::date AS d FROM generate_series($1::timestamp, $2::timestamp, $3) AS s) g
     LEFT JOIN tally._usage_by($4, $5, NULL, NULL, $1,
                               CASE WHEN $5 = 'week' THEN $2 + 6 ELSE $2 END, NULL, $6, $7, $8, $9, $10, $11) r ON r.day = g.d
@@ -4882,6 +4932,22 @@ CREATE AGGREGATE tally._hist_sum(bigint[]) (
 COMMENT ON AGGREGATE tally._hist_sum(bigint[]) IS 'Adds latency histograms slot by slot.';
 
 --
+-- Name: _sum8(bigint); Type: AGGREGATE; Schema: tally; Owner: -
+--
+
+CREATE AGGREGATE tally._sum8(bigint) (
+    SFUNC = int8pl,
+    STYPE = bigint,
+    INITCOND = '0'
+);
+
+--
+-- Name: AGGREGATE _sum8(bigint); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON AGGREGATE tally._sum8(bigint) IS 'Sum of bigint counts with a by-value bigint state (int8pl): for the fold''s additions of counts and histogram slots.';
+
+--
 -- Name: users; Type: TABLE; Schema: auth; Owner: -
 --
 
@@ -5238,7 +5304,8 @@ CREATE TABLE tally.usage_daily (
     latency_hist bigint[] NOT NULL,
     unpriced bigint DEFAULT 0 NOT NULL,
     CONSTRAINT usage_hourly_latency_hist_check CHECK ((cardinality(latency_hist) = 42))
-);
+)
+WITH (fillfactor='90');
 
 --
 -- Name: TABLE usage_daily; Type: COMMENT; Schema: tally; Owner: -
@@ -5279,7 +5346,8 @@ CREATE TABLE tally.usage_daily_by_dimension (
     unpriced bigint DEFAULT 0 NOT NULL,
     CONSTRAINT usage_daily_by_dimension_dimension_check CHECK ((dimension = ANY (ARRAY['event_type'::text, 'api_key'::text, 'provider'::text, 'model'::text, 'endpoint'::text, 'file_type'::text, 'status_class'::text]))),
     CONSTRAINT usage_daily_by_dimension_latency_hist_check CHECK ((cardinality(latency_hist) = 42))
-);
+)
+WITH (fillfactor='90');
 
 --
 -- Name: TABLE usage_daily_by_dimension; Type: COMMENT; Schema: tally; Owner: -
@@ -5650,7 +5718,8 @@ CREATE TABLE tally.usage_hourly (
     latency_hist bigint[] NOT NULL,
     unpriced bigint DEFAULT 0 NOT NULL,
     CONSTRAINT usage_hourly_latency_hist_check CHECK ((cardinality(latency_hist) = 42))
-);
+)
+WITH (fillfactor='90');
 
 --
 -- Name: TABLE usage_hourly; Type: COMMENT; Schema: tally; Owner: -
@@ -6014,7 +6083,8 @@ CREATE TABLE tally.usage_monthly (
     latency_hist bigint[] NOT NULL,
     unpriced bigint DEFAULT 0 NOT NULL,
     CONSTRAINT usage_hourly_latency_hist_check CHECK ((cardinality(latency_hist) = 42))
-);
+)
+WITH (fillfactor='90');
 
 --
 -- Name: TABLE usage_monthly; Type: COMMENT; Schema: tally; Owner: -
@@ -6055,7 +6125,8 @@ CREATE TABLE tally.usage_monthly_by_dimension (
     unpriced bigint DEFAULT 0 NOT NULL,
     CONSTRAINT usage_monthly_by_dimension_dimension_check CHECK ((dimension = ANY (ARRAY['event_type'::text, 'api_key'::text, 'provider'::text, 'model'::text, 'endpoint'::text, 'file_type'::text, 'status_class'::text]))),
     CONSTRAINT usage_monthly_by_dimension_latency_hist_check CHECK ((cardinality(latency_hist) = 42))
-);
+)
+WITH (fillfactor='90');
 
 --
 -- Name: TABLE usage_monthly_by_dimension; Type: COMMENT; Schema: tally; Owner: -
@@ -6602,6 +6673,18 @@ CREATE INDEX api_key_secrets_secret_hash_idx ON tally.api_key_secrets USING btre
 CREATE INDEX api_keys_id_idx ON tally.api_keys USING btree (id);
 
 --
+-- Name: events_account_id_id; Type: INDEX; Schema: tally; Owner: -
+--
+
+CREATE INDEX events_account_id_id ON ONLY tally.events USING btree (account_id, id);
+
+--
+-- Name: events_default_account_id_id_idx; Type: INDEX; Schema: tally; Owner: -
+--
+
+CREATE INDEX events_default_account_id_id_idx ON tally.events_default USING btree (account_id, id);
+
+--
 -- Name: events_id_brin; Type: INDEX; Schema: tally; Owner: -
 --
 
@@ -6642,6 +6725,12 @@ CREATE INDEX rejected_events_source_idx ON tally.rejected_events USING btree (so
 --
 
 CREATE INDEX usage_hourly_unpriced ON tally.usage_hourly USING btree (bucket) WHERE (unpriced > 0);
+
+--
+-- Name: events_default_account_id_id_idx; Type: INDEX ATTACH; Schema: tally; Owner: -
+--
+
+ALTER INDEX tally.events_account_id_id ATTACH PARTITION tally.events_default_account_id_id_idx;
 
 --
 -- Name: events_default_id_idx; Type: INDEX ATTACH; Schema: tally; Owner: -
@@ -7212,6 +7301,12 @@ REVOKE ALL ON FUNCTION tally._latency_percentiles(p_hist bigint[], p_latency_max
 REVOKE ALL ON FUNCTION tally._live_view_sql(p_grain text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION _local_start(p_local timestamp without time zone, p_timezone text); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._local_start(p_local timestamp without time zone, p_timezone text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION _meter_field_accepts(p_field text, p_type regtype); Type: ACL; Schema: tally; Owner: -
 --
 
@@ -7746,6 +7841,12 @@ REVOKE ALL ON FUNCTION tally._hist_agg(integer, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tally._hist_sum(bigint[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION tally._hist_sum(bigint[]) TO authenticated;
 GRANT ALL ON FUNCTION tally._hist_sum(bigint[]) TO service_role;
+
+--
+-- Name: FUNCTION _sum8(bigint); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._sum8(bigint) FROM PUBLIC;
 
 --
 -- Name: TABLE api_keys; Type: ACL; Schema: tally; Owner: -

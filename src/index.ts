@@ -1,4 +1,4 @@
-/** Tally's TypeScript API: database resolution, migrations, the worker, status, the client and the UsageTracker. */
+/** Tally's TypeScript API: database resolution, migrations, the worker, status, the client (with the dashboard reads and asUser) and the UsageTracker. */
 export { loadConfig, redactUrl, type TallyConfig } from './database/config.ts';
 export { resolveDatabase, type ResolvedDatabase } from './database/resolve.ts';
 export { startEmbedded, type EmbeddedOptions, type EmbeddedServer } from './database/embedded.ts';
@@ -7,8 +7,14 @@ export { installScript, migrationFiles, readSchemaVersion, runMigrations, type M
 export { SCHEDULED_JOBS, type ScheduledJob } from './worker/jobs.ts';
 export { formatStatus, readStatus, type Status } from './worker/status.ts';
 export { startWorker, type Worker } from './worker/worker.ts';
-export { createTally, tallyApi, type Tally, type TallyApi, type TallyOptions } from './client/client.ts';
+export { asUser, createTally, tallyApi, type Tally, type TallyApi, type TallyOptions } from './client/client.ts';
 export type { Account, AccountMember } from './client/accounts.ts';
+export {
+  ANALYTICS_METRICS, type AnalyticsFilters, type AnalyticsMetric, type AnalyticsMetrics, type BreakdownDimension, type BreakdownInput,
+  type BreakdownMeasure, type BreakdownRow, type ComparePeriodsInput, type DashboardDay, type FilterValue, type Granularity,
+  type PeriodComparison, type PeriodSummary, type TopEndpoint, type TopEndpointsInput, type UsageHistoryMonth, type UsageSeriesBucket,
+  type UsageSeriesInput,
+} from './client/analytics.ts';
 export type { ApiKey, CreatedApiKey, VerifiedApiKey } from './client/api-keys.ts';
 export { EVENT_FIELDS, toWireEvent, type UsageEvent } from './client/events.ts';
 export type { EnsurePartitionsResult, PurgeResult, Setting } from './client/maintenance.ts';

@@ -28,6 +28,7 @@ const CLIENT_COMMANDS: string[][] = [
   ['keys', 'revoke', ID],
   ['events', 'record', JSON.stringify({ account_id: ID, event_type: 'api_call' })],
   ['demo', '--no-progress'],
+  ['report', '--account', ID],
 ];
 
 /** The server of the test database, with a user that does not exist. */

@@ -87,6 +87,16 @@ $$;
 ALTER TABLE tally.usage_daily_by_dimension ALTER COLUMN unpriced SET DEFAULT 0;
 ALTER TABLE tally.usage_monthly_by_dimension ALTER COLUMN unpriced SET DEFAULT 0;
 
+-- Every run updates the rows of the current hour, day and month in place (and a backfill
+-- updates rows anywhere): leave a tenth of each page free so those updates stay on their
+-- page (HOT: no new index entries, since no indexed column changes). Applies to pages
+-- written from now on.
+ALTER TABLE tally.usage_hourly SET (fillfactor = 90);
+ALTER TABLE tally.usage_daily SET (fillfactor = 90);
+ALTER TABLE tally.usage_monthly SET (fillfactor = 90);
+ALTER TABLE tally.usage_daily_by_dimension SET (fillfactor = 90);
+ALTER TABLE tally.usage_monthly_by_dimension SET (fillfactor = 90);
+
 COMMENT ON TABLE tally.usage_daily_by_dimension IS
   'Usage per local day of the account (bucket) and value of one dimension (event_type, api_key, provider, model, endpoint, file_type, status_class; value NULL = absent): the metrics of usage_daily. Each event counts once per dimension, so the rows of one dimension of a day sum to the day''s totals. Written only by tally.run_rollups and the corrections; kept for retention.daily; members read their accounts'' rows.';
 COMMENT ON TABLE tally.usage_monthly_by_dimension IS
@@ -99,6 +109,15 @@ COMMENT ON COLUMN tally.usage_monthly_by_dimension.dimension IS
   'event_type, api_key, provider, model, endpoint, file_type or status_class (the class of status_code: 1xx..5xx).';
 COMMENT ON COLUMN tally.usage_monthly_by_dimension.value IS
   'The value of the dimension as text (api_key: the key id; status_class: 2xx etc.); NULL for events without one.';
+
+-- A sum of counts whose running total is a plain bigint (pg_catalog.int8pl, by value): the
+-- fold's second-level sums (per local day, per dimension value, per month) add up counts
+-- and histogram slots of many groups at once, and sum(bigint) would keep a 128-bit state
+-- per group and per column in memory, about three times as much. Counts never reach 2^63.
+CREATE AGGREGATE tally._sum8(bigint) (SFUNC = pg_catalog.int8pl, STYPE = bigint, INITCOND = '0');
+COMMENT ON AGGREGATE tally._sum8(bigint) IS
+  'Sum of bigint counts with a by-value bigint state (int8pl): for the fold''s additions of counts and histogram slots.';
+REVOKE ALL ON FUNCTION tally._sum8(bigint) FROM PUBLIC, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------
 -- The fold: the per-hour pass over the events, then per local day, then the grains
@@ -115,6 +134,7 @@ CREATE OR REPLACE FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi 
   SET TimeZone = 'UTC'
   SET work_mem = '32MB'
   SET enable_sort = off
+  SET enable_incremental_sort = off
   AS $fn$
 DECLARE
   v_tuple     constant text := 'b.api_key_id, b.event_type, b.provider, b.model, b.endpoint, b.file_type';
@@ -167,15 +187,17 @@ BEGIN
                                   FROM unnest(tally._hist_slot_conditions(m.event_value)) WITH ORDINALITY AS c(cond, k))
            ELSE format('%s AS %I', m.group_value, m.name) END, ', ' ORDER BY m.ord),
          string_agg(format('%I', m.name), ', ' ORDER BY m.ord),
-         string_agg(CASE m.combine
-           WHEN 'sum' THEN format('sum(b.%I)', m.name)
-           WHEN 'max' THEN format('max(b.%I)', m.name)
-           ELSE format('ARRAY[%s]', (SELECT string_agg(format('sum(b.%I)::bigint', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k)) END,
+         string_agg(CASE
+           WHEN m.combine = 'sum' AND m.sql_type = 'bigint' THEN format('tally._sum8(b.%I)', m.name)
+           WHEN m.combine = 'sum' THEN format('sum(b.%I)', m.name)
+           WHEN m.combine = 'max' THEN format('max(b.%I)', m.name)
+           ELSE format('ARRAY[%s]', (SELECT string_agg(format('tally._sum8(b.%I)', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k)) END,
            ', ' ORDER BY m.ord),
-         string_agg(CASE m.combine
-           WHEN 'sum' THEN format('sum(b.%1$I)::%2$s AS %1$I', m.name, m.sql_type)
-           WHEN 'max' THEN format('max(b.%1$I) AS %1$I', m.name)
-           ELSE (SELECT string_agg(format('sum(b.%1$I)::bigint AS %1$I', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k) END,
+         string_agg(CASE
+           WHEN m.combine = 'sum' AND m.sql_type = 'bigint' THEN format('tally._sum8(b.%1$I) AS %1$I', m.name)
+           WHEN m.combine = 'sum' THEN format('sum(b.%1$I)::%2$s AS %1$I', m.name, m.sql_type)
+           WHEN m.combine = 'max' THEN format('max(b.%1$I) AS %1$I', m.name)
+           ELSE (SELECT string_agg(format('tally._sum8(b.%1$I) AS %1$I', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k) END,
            ', ' ORDER BY m.ord),
          string_agg(CASE m.combine
            WHEN 'histogram' THEN format('ARRAY[%s]', (SELECT string_agg(format('b.%I', m.name || '_h' || k), ', ' ORDER BY k) FROM generate_series(0, 41) k))
@@ -191,26 +213,35 @@ BEGIN
   INTO v_base, v_insert, v_select, v_pass, v_direct, v_merge
   FROM tally._rollup_metrics() m;
   SELECT string_agg(format('(%L, %s)', d.dimension, d.value_sql), ', ' ORDER BY d.ord) INTO v_dims
-  FROM tally._rollup_dimensions() d;
+  FROM tally._rollup_dimensions() d WHERE d.dimension <> 'status_class';
 
   IF 'hourly' = ANY (p_grains) THEN
+    -- An hour lies within one local day of its account unless the zone's offset is not a
+    -- whole number of hours and the hour straddles local midnight: then the pass holds two
+    -- rows for it (one per local day) and they are added up; every other pass row is an
+    -- hourly row as it is, with no second aggregation.
     v_ctes := v_ctes || format($u$,
   hourly AS (
     INSERT INTO tally.usage_hourly AS u (account_id, bucket, dim_key, api_key_id, event_type, provider, model, endpoint, file_type, %1$s)
+    SELECT b.account_id, b.hour_utc, b.dim_key, %2$s, %5$s
+    FROM base b
+    WHERE (b.hour_utc AT TIME ZONE b.timezone)::date = ((b.hour_utc + interval '59:59.999999') AT TIME ZONE b.timezone)::date
+    UNION ALL
     SELECT b.account_id, b.hour_utc, b.dim_key, %2$s, %3$s
     FROM base b
+    WHERE (b.hour_utc AT TIME ZONE b.timezone)::date <> ((b.hour_utc + interval '59:59.999999') AT TIME ZONE b.timezone)::date
     GROUP BY b.account_id, b.hour_utc, b.dim_key, %2$s
     ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET %4$s
     RETURNING 1
-  )$u$, v_insert, v_tuple, v_select, v_merge);
+  )$u$, v_insert, v_tuple, v_select, v_merge, v_direct);
   END IF;
   IF p_grains && ARRAY['daily', 'monthly', 'daily_by_dimension', 'monthly_by_dimension'] THEN
     v_ctes := v_ctes || format($u$,
   day_rows AS MATERIALIZED (
-    -- the pass per local day: what daily, monthly and the dimensions fold from
-    SELECT b.account_id, b.local_day, b.dim_key, %1$s, b.status_class, %2$s
+    -- the pass per local day: one row per daily row, what monthly and the dimensions fold from
+    SELECT b.account_id, b.local_day, b.dim_key, %1$s, %2$s
     FROM base b
-    GROUP BY b.account_id, b.local_day, b.dim_key, %1$s, b.status_class
+    GROUP BY b.account_id, b.local_day, b.dim_key, %1$s
   )$u$, v_tuple, v_pass);
   END IF;
   IF 'daily' = ANY (p_grains) THEN
@@ -219,10 +250,9 @@ BEGIN
     INSERT INTO tally.usage_daily AS u (account_id, bucket, dim_key, api_key_id, event_type, provider, model, endpoint, file_type, %1$s)
     SELECT b.account_id, b.local_day, b.dim_key, %2$s, %3$s
     FROM day_rows b
-    GROUP BY b.account_id, b.local_day, b.dim_key, %2$s
     ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET %4$s
     RETURNING 1
-  )$u$, v_insert, v_tuple, v_select, v_merge);
+  )$u$, v_insert, v_tuple, v_direct, v_merge);
   END IF;
   IF 'monthly' = ANY (p_grains) THEN
     v_ctes := v_ctes || format($u$,
@@ -236,13 +266,19 @@ BEGIN
   )$u$, v_insert, v_tuple, v_select, v_merge);
   END IF;
   IF p_grains && ARRAY['daily_by_dimension', 'monthly_by_dimension'] THEN
+    -- the status class is not in the tuple: its rows come from a pass of their own over the
+    -- events (few groups: account x local day x class), so the tuple pass stays as narrow
     v_ctes := v_ctes || format($u$,
   day_dims AS MATERIALIZED (
-    -- each day row once per dimension, by that dimension's value
+    -- each day row once per tuple dimension, by that dimension's value; and the status classes
     SELECT b.account_id, b.local_day, d.dimension, d.value, %2$s
     FROM day_rows b CROSS JOIN LATERAL (VALUES %1$s) AS d(dimension, value)
     GROUP BY b.account_id, b.local_day, d.dimension, d.value
-  )$u$, v_dims, v_pass);
+    UNION ALL
+    SELECT e.account_id, (e.occurred_at AT TIME ZONE e.timezone)::date, 'status_class', e.status_class, %3$s
+    FROM window_events e
+    GROUP BY e.account_id, (e.occurred_at AT TIME ZONE e.timezone)::date, e.status_class
+  )$u$, v_dims, v_pass, v_base);
   END IF;
   IF 'daily_by_dimension' = ANY (p_grains) THEN
     v_ctes := v_ctes || format($u$,
@@ -267,8 +303,9 @@ BEGIN
   END IF;
 
   EXECUTE format($q$
-  WITH window_events AS (
-    -- the events to fold, with their account's time zone
+  WITH window_events AS NOT MATERIALIZED (
+    -- the events to fold, with their account's time zone (read by the tuple pass and, for
+    -- the status classes, by a second pass: reading twice is cheaper than keeping them)
     SELECT e.account_id, e.occurred_at, a.timezone, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint,
            e.file_type, %4$s AS status_class, %3$s
     FROM %1$s
@@ -277,16 +314,16 @@ BEGIN
   ),
   base AS MATERIALIZED (
     -- one pass over the events: partial sums and histogram per UTC hour x local day x
-    -- dimensions x status class (an hour can straddle two local days in zones with :30 or
-    -- :45 offsets); the tuple key is computed per group, not per event
-    SELECT e.account_id,
+    -- dimension tuple (an hour can straddle two local days in zones with :30 or :45
+    -- offsets); the tuple key is computed per group, not per event
+    SELECT e.account_id, e.timezone,
            date_trunc('hour', e.occurred_at) AS hour_utc,  -- TimeZone is UTC here (SET above)
            (e.occurred_at AT TIME ZONE e.timezone)::date AS local_day,
            %5$s AS dim_key,
-           e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type, e.status_class,
+           e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type,
            %6$s
     FROM window_events e
-    GROUP BY e.account_id, 2, 3, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type, e.status_class
+    GROUP BY e.account_id, e.timezone, 3, 4, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type
   )%7$s
   SELECT coalesce(sum(b.requests), 0) FROM base b$q$,
     v_from, v_where, v_columns, tally._status_class_sql('e'), tally._dim_key_sql('e'), v_base, v_ctes)

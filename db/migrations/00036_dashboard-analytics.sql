@@ -20,15 +20,35 @@
 -- dimension list, table names from a fixed set) and identifiers through %I; every value
 -- the caller gives travels as a parameter (EXECUTE ... USING).
 
+-- An account's events past the watermark, found by id: the tail of one account costs its
+-- own unfolded events, not its history (the primary key leads with occurred_at after the
+-- account) nor every tenant's tail (the BRIN index on id).
+CREATE INDEX events_account_id_id ON tally.events (account_id, id);
+
 -- ---------------------------------------------------------------------------------------
 -- Shared pieces
 -- ---------------------------------------------------------------------------------------
 
+-- The first instant at which an account's clock reads a local time (a day, week or month
+-- start). Where clocks fall back from 01:00 to 00:00 (Atlantic/Azores, America/Havana),
+-- midnight happens twice and `timestamp AT TIME ZONE zone` takes the second reading, but
+-- the rollups count the first hour's events in that day: read the midnight with the offset
+-- in force an hour before it, the first pass. Elsewhere this is what AT TIME ZONE gives (in
+-- a gap at midnight, spring forward, both give the first instant after the gap).
+CREATE FUNCTION tally._local_start(p_local timestamp, p_timezone text) RETURNS timestamptz
+  LANGUAGE sql IMMUTABLE
+  SET search_path = pg_catalog, pg_temp
+  AS $$ select least(p_local AT TIME ZONE p_timezone, ((p_local - interval '1 hour') AT TIME ZONE p_timezone) + interval '1 hour') $$;
+COMMENT ON FUNCTION tally._local_start(timestamp, text) IS
+  'The first instant at which the clock of p_timezone reads p_local (a local midnight that happens twice, clocks falling back from 01:00 to 00:00: its first pass; AT TIME ZONE alone gives the second).';
+REVOKE ALL ON FUNCTION tally._local_start(timestamp, text) FROM PUBLIC, anon, authenticated, service_role;
+
 -- The filter arguments: each NULL (no filter) or a non-empty list of at most 1000 values.
 CREATE FUNCTION tally._check_usage_filters(p_api_key_ids uuid[], p_event_types text[], p_providers text[],
     p_models text[], p_endpoints text[], p_file_types text[]) RETURNS integer
-  LANGUAGE plpgsql IMMUTABLE
+  LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   AS $$
 DECLARE
   v_name  text;
@@ -89,6 +109,7 @@ BEGIN
     CREATE FUNCTION tally._usage_sql_parts(OUT stored text, OUT tail text, OUT outer_sums text, OUT columns text)
       LANGUAGE sql IMMUTABLE
       SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
       AS $b$ select %L::text, %L::text, %L::text, %L::text $b$$f$, v_stored, v_tail, v_outer, v_columns);
 END
 $do$;
@@ -112,6 +133,7 @@ CREATE FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo times
                  latency_sum numeric, latency_max integer, latency_hist bigint[])
   LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   SET DateStyle = 'ISO'
   AS $fn$
@@ -135,6 +157,8 @@ DECLARE
   v_stored_grp text;
   v_tail_grp   text;
   v_dims_values text;
+  v_has_tail  boolean;
+  v_tail      text := '';
   i           integer;
 BEGIN
   SELECT a.timezone INTO v_tz FROM tally.accounts a WHERE a.id = p_account_id;
@@ -223,6 +247,21 @@ BEGIN
     v_tail_grp := 'd.dimension, d.value';
   END IF;
 
+  -- the tail, if this account has one: events past the watermark, grouped the same way
+  -- (the watermark goes in as a constant, so the planner reads the few ids above it by index)
+  EXECUTE format('SELECT EXISTS (SELECT 1 FROM tally.events e WHERE e.id > %s AND e.account_id = $1)', v_watermark)
+  INTO v_has_tail USING p_account_id;
+  IF v_has_tail THEN
+    v_tail := format($t$
+        UNION ALL
+        SELECT %1$s, %2$s, %3$s
+        FROM %4$s
+        WHERE e.account_id = $1 AND e.id > %5$s AND %6$s
+          AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+        GROUP BY 1, 2, 3, 4$t$,
+      v_tail_bucket, v_tail_grp, v_parts.tail, v_tail_from, v_watermark, v_tail_where);
+  END IF;
+
   RETURN QUERY EXECUTE format($q$
     SELECT y.hour, y.day, y.dim, y.grp, y.requests, y.successful, y.failed, y.cached, y.files, y.bytes, y.tokens_in, y.tokens_out,
            y.cost_usd, y.potential_cost_usd, y.quantity, y.unpriced, y.latency_count, y.latency_sum, y.latency_max, y.latency_hist
@@ -231,19 +270,12 @@ BEGIN
       FROM (
         SELECT %2$s, %3$s, %4$s
         FROM %5$s
-        WHERE %6$s
-        UNION ALL
-        -- the tail: events past the watermark, grouped the same way
-        SELECT %7$s, %8$s, %9$s
-        FROM %10$s
-        WHERE e.account_id = $1 AND e.id > %11$s AND %12$s
-          AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
-        GROUP BY 1, 2, 3, 4
-      ) x(hour, day, dim, grp, %13$s)
+        WHERE %6$s%7$s
+      ) x(hour, day, dim, grp, %8$s)
       GROUP BY x.hour, x.day, x.dim, x.grp
     ) y$q$,
     v_parts.outer_sums, v_stored_bucket, v_stored_grp, v_parts.stored, v_stored_from, v_stored_where,
-    v_tail_bucket, v_tail_grp, v_parts.tail, v_tail_from, v_watermark, v_tail_where, v_parts.columns)
+    v_tail, v_parts.columns)
   USING p_account_id, p_unit, p_hours_lo, p_hours_hi, p_from_day, p_to_day, p_groups,
         p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types;
 END
@@ -264,6 +296,7 @@ CREATE FUNCTION tally._usage_between(p_account_id uuid, p_lo timestamptz[], p_hi
                  latency_sum numeric, latency_max integer, latency_hist bigint[])
   LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -291,11 +324,11 @@ BEGIN
     CONTINUE WHEN v_lo >= v_hi;
     -- whole local days: from the first local midnight at or after lo to the last at or before hi
     v_d1 := (v_lo AT TIME ZONE v_tz)::date;
-    IF (v_d1::timestamp AT TIME ZONE v_tz) < v_lo THEN
+    IF tally._local_start(v_d1::timestamp, v_tz) < v_lo THEN
       v_d1 := v_d1 + 1;
     END IF;
     v_d2 := (v_hi AT TIME ZONE v_tz)::date - 1;   -- the day before the one hi falls in
-    IF ((v_d2 + 2)::timestamp AT TIME ZONE v_tz) <= v_hi THEN
+    IF tally._local_start((v_d2 + 2)::timestamp, v_tz) <= v_hi THEN
       v_d2 := v_d2 + 1;
     END IF;
     IF v_d1 <= v_d2 THEN
@@ -304,8 +337,8 @@ BEGIN
     -- the edges outside the whole days (or the whole range when it holds none)
     FOR v_edge IN
       SELECT x.a, x.b FROM (VALUES
-        (v_lo, CASE WHEN v_d1 <= v_d2 THEN (v_d1::timestamp AT TIME ZONE v_tz) ELSE v_hi END),
-        (CASE WHEN v_d1 <= v_d2 THEN ((v_d2 + 1)::timestamp AT TIME ZONE v_tz) ELSE v_hi END, v_hi)) AS x(a, b)
+        (v_lo, CASE WHEN v_d1 <= v_d2 THEN tally._local_start(v_d1::timestamp, v_tz) ELSE v_hi END),
+        (CASE WHEN v_d1 <= v_d2 THEN tally._local_start((v_d2 + 1)::timestamp, v_tz) ELSE v_hi END, v_hi)) AS x(a, b)
       WHERE x.a < x.b
     LOOP
       -- whole UTC hours inside the edge, and the pieces of hours around them
@@ -360,8 +393,12 @@ BEGIN
         -- the pieces of hours, from the raw events (folded or not)
         SELECT r.idx, %3$s
         FROM unnest($8::integer[], $9::timestamptz[], $10::timestamptz[]) AS r(idx, lo, hi)
-        JOIN tally.events e ON e.account_id = $1 AND e.occurred_at >= r.lo AND e.occurred_at < r.hi
-        WHERE NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)%5$s
+        -- one index range per piece (a join would read all the account's events once)
+        CROSS JOIN LATERAL (
+          SELECT e.* FROM tally.events e
+          WHERE e.account_id = $1 AND e.occurred_at >= r.lo AND e.occurred_at < r.hi
+            AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)%5$s
+        ) e
         GROUP BY r.idx
       ) x(idx, %6$s)
       GROUP BY x.idx
@@ -385,6 +422,7 @@ CREATE FUNCTION tally._latency_percentiles(p_hist bigint[], p_latency_max intege
     OUT p50 numeric, OUT p95 numeric, OUT p99 numeric)
   LANGUAGE plpgsql IMMUTABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   AS $$
 DECLARE
   v_bounds constant integer[] := tally.latency_buckets();
@@ -437,6 +475,7 @@ REVOKE ALL ON FUNCTION tally._latency_percentiles(bigint[], integer) FROM PUBLIC
 CREATE FUNCTION tally._usage_metrics_sql(p_alias text) RETURNS text
   LANGUAGE sql IMMUTABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   AS $$
     select format($m$
       coalesce(%1$I.requests, 0)::bigint AS requests, coalesce(%1$I.successful, 0)::bigint AS successful,
@@ -459,6 +498,7 @@ REVOKE ALL ON FUNCTION tally._usage_metrics_sql(text) FROM PUBLIC, anon, authent
 CREATE FUNCTION tally._require_usage_reader(p_account_id uuid, OUT timezone text)
   LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   AS $$
 BEGIN
   PERFORM tally._require_account_role(p_account_id, 'viewer');
@@ -485,6 +525,7 @@ CREATE FUNCTION tally.get_usage_series(p_account_id uuid, p_from timestamptz, p_
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -545,7 +586,7 @@ BEGIN
                                                   tally._retention_floor('daily')::date));
   END IF;
   RETURN QUERY EXECUTE format($q$
-    SELECT (g.d::timestamp AT TIME ZONE %1$L), ((g.d + $3)::timestamp AT TIME ZONE %1$L), g.d, %2$s
+    SELECT tally._local_start(g.d::timestamp, %1$L), tally._local_start((g.d + $3)::timestamp, %1$L), g.d, %2$s
     FROM (SELECT s::date AS d FROM generate_series($1::timestamp, $2::timestamp, $3) AS s) g
     LEFT JOIN tally._usage_by($4, $5, NULL, NULL, $1,
                               CASE WHEN $5 = 'week' THEN $2 + 6 ELSE $2 END, NULL, $6, $7, $8, $9, $10, $11) r ON r.day = g.d
@@ -565,6 +606,7 @@ COMMENT ON FUNCTION tally.get_usage_series(uuid, timestamptz, timestamptz, text,
 CREATE FUNCTION tally._check_day_range(p_from date, p_to date) RETURNS void
   LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   AS $$
 BEGIN
   IF p_from IS NULL OR p_to IS NULL THEN
@@ -595,6 +637,7 @@ CREATE FUNCTION tally.get_breakdown(p_account_id uuid, p_dimension text, p_from 
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -675,6 +718,7 @@ CREATE FUNCTION tally.get_top_endpoints(p_account_id uuid, p_from date, p_to dat
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -692,19 +736,17 @@ BEGIN
   v_prev_from := greatest(p_from - (p_to - p_from + 1), tally._retention_floor('daily')::date);
 
   RETURN QUERY
-  WITH days AS (
-    SELECT u.day >= p_from AS current, u.grp AS endpoint, u.requests, u.successful, u.failed, u.cost_usd,
+  WITH periods AS (
+    SELECT true AS current, u.grp AS endpoint, u.requests, u.successful, u.failed, u.cost_usd,
            u.latency_count, u.latency_sum, u.latency_max, u.latency_hist
-    FROM tally._usage_by(p_account_id, 'day', NULL, NULL, least(v_prev_from, p_from), p_to, ARRAY['endpoint'],
+    FROM tally._usage_by(p_account_id, 'none', NULL, NULL, p_from, p_to, ARRAY['endpoint'],
                          p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types) u
     WHERE u.grp IS NOT NULL
-  ),
-  periods AS (
-    SELECT d.current, d.endpoint, sum(d.requests)::bigint AS requests, sum(d.successful)::bigint AS successful,
-           sum(d.failed)::bigint AS failed, sum(d.cost_usd) AS cost_usd, sum(d.latency_count) AS latency_count,
-           sum(d.latency_sum) AS latency_sum, max(d.latency_max) AS latency_max, tally._hist_sum(d.latency_hist) AS latency_hist
-    FROM days d
-    GROUP BY d.current, d.endpoint
+    UNION ALL
+    SELECT false, u.grp, u.requests, u.successful, u.failed, u.cost_usd, NULL, NULL, NULL, NULL
+    FROM tally._usage_by(p_account_id, 'none', NULL, NULL, v_prev_from, p_from - 1, ARRAY['endpoint'],
+                         p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types) u
+    WHERE u.grp IS NOT NULL AND v_prev_from < p_from
   ),
   ranked AS (
     SELECT p.*, row_number() OVER (PARTITION BY p.current
@@ -738,6 +780,7 @@ CREATE FUNCTION tally.compare_periods(p_account_id uuid, p_period text DEFAULT '
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -757,9 +800,10 @@ BEGIN
   v_step := CASE p_period WHEN 'day' THEN interval '1 day' WHEN 'week' THEN interval '7 days' ELSE interval '1 month' END;
   v_local := p_at AT TIME ZONE v_tz;
   -- the local calendar: the period holding p_at, and the one before it
-  v_cur_from := date_trunc(p_period, v_local) AT TIME ZONE v_tz;
-  v_prev_from := (date_trunc(p_period, v_local) - v_step) AT TIME ZONE v_tz;
-  v_prev_to := least(v_prev_from + (p_at - v_cur_from), v_cur_from);
+  v_cur_from := tally._local_start(date_trunc(p_period, v_local), v_tz);
+  v_prev_from := tally._local_start(date_trunc(p_period, v_local) - v_step, v_tz);
+  -- the same elapsed time, in seconds (an interval of days would follow the session's zone)
+  v_prev_to := least(v_prev_from + extract(epoch FROM p_at - v_cur_from) * interval '1 second', v_cur_from);
   IF v_prev_from < date_trunc('hour', tally._retention_floor('hourly'), 'UTC') THEN
     PERFORM tally._raise('past_retention', format('at: the previous %s starts before %s, where hourly usage is past retention (setting retention.hourly)',
                                                   p_period, date_trunc('hour', tally._retention_floor('hourly'), 'UTC')));
@@ -808,6 +852,7 @@ CREATE FUNCTION tally.get_period_summary(p_account_id uuid, p_month date DEFAULT
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -817,8 +862,8 @@ DECLARE
   v_end   timestamptz;
 BEGIN
   v_month := date_trunc('month', coalesce(p_month, (now() AT TIME ZONE v_tz)::date))::date;
-  v_start := v_month::timestamp AT TIME ZONE v_tz;
-  v_end := (v_month + interval '1 month') AT TIME ZONE v_tz;
+  v_start := tally._local_start(v_month::timestamp, v_tz);
+  v_end := tally._local_start(v_month + interval '1 month', v_tz);
   IF v_start > now() THEN
     PERFORM tally._raise('invalid_parameter', format('month: %s has not started yet', to_char(v_month, 'YYYY-MM')));
   END IF;
@@ -858,6 +903,7 @@ CREATE FUNCTION tally.get_usage_history(p_account_id uuid, p_months integer DEFA
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -895,6 +941,7 @@ CREATE FUNCTION tally.get_dashboard_stats(p_account_id uuid, p_days integer DEFA
   LANGUAGE plpgsql STABLE
   SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  SET TimeZone = 'UTC'
   SET jit = off
   AS $fn$
 DECLARE
@@ -907,25 +954,14 @@ BEGIN
   v_today := (now() AT TIME ZONE v_tz)::date;
   PERFORM tally._check_day_range(v_today - (p_days - 1), v_today);
   RETURN QUERY EXECUTE format($q$
-    WITH u AS (
-      SELECT * FROM tally._usage_by($1, 'day', NULL, NULL, $2, $3, ARRAY['event_type', 'provider', 'model'],
-                                    NULL, NULL, NULL, NULL, NULL, NULL)
-    ),
-    totals AS (
-      -- every event has one event type: the event-type rows of a day are its totals
-      SELECT u.day, sum(u.requests) AS requests, sum(u.successful) AS successful, sum(u.failed) AS failed,
-             sum(u.cached) AS cached, sum(u.files) AS files, sum(u.bytes) AS bytes, sum(u.tokens_in) AS tokens_in,
-             sum(u.tokens_out) AS tokens_out, sum(u.cost_usd) AS cost_usd, sum(u.potential_cost_usd) AS potential_cost_usd,
-             sum(u.quantity) AS quantity, sum(u.unpriced) AS unpriced, sum(u.latency_count) AS latency_count,
-             sum(u.latency_sum) AS latency_sum, max(u.latency_max) AS latency_max, tally._hist_sum(u.latency_hist) AS latency_hist
-      FROM u WHERE u.dim = 'event_type'
-      GROUP BY u.day
+    WITH totals AS (
+      SELECT * FROM tally._usage_by($1, 'day', NULL, NULL, $2, $3, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
     ),
     maps AS (
       SELECT u.day,
              jsonb_object_agg(u.grp, u.requests) FILTER (WHERE u.dim = 'provider' AND u.grp IS NOT NULL) AS by_provider,
              jsonb_object_agg(u.grp, u.requests) FILTER (WHERE u.dim = 'model' AND u.grp IS NOT NULL) AS by_model
-      FROM u WHERE u.dim IN ('provider', 'model')
+      FROM tally._usage_by($1, 'day', NULL, NULL, $2, $3, ARRAY['provider', 'model'], NULL, NULL, NULL, NULL, NULL, NULL) u
       GROUP BY u.day
     )
     SELECT g.d, %1$s, coalesce(m.by_provider, '{}'), coalesce(m.by_model, '{}')

@@ -17,6 +17,7 @@ import { selectRows } from '../client/sql.ts';
 import { TallyError } from '../errors.ts';
 import { formatTable, withTally } from './client.ts';
 import { log } from './context.ts';
+import { cents, int } from './format.ts';
 import {
   DEMO_ACCOUNTS, DEMO_DAYS, DEMO_PRICES, anchorDay, demoEvents, demoRefusals, pricesEffectiveFrom, type DemoAccount, type WireEvent,
 } from './demo-data.ts';
@@ -194,18 +195,8 @@ const totalsRow = z.object({
   saved_usd: decimal,
 });
 
-const int = (n: number) => n.toLocaleString('en-US');
 /** The last day of a window that ends (exclusive) at this UTC midnight. */
 const lastDay = (to: string) => new Date(new Date(to).getTime() - DAY_MS).toISOString().slice(0, 10);
-/** Decimal text rounded to cents, without going through a float. */
-function cents(text: string): string {
-  const [whole = '0', frac = ''] = text.split('.');
-  const padded = (frac + '000').slice(0, 3);
-  let value = BigInt(whole + padded.slice(0, 2));
-  if (Number(padded[2]) >= 5) value += 1n;
-  const s = value.toString().padStart(3, '0');
-  return `${BigInt(s.slice(0, -2)).toLocaleString('en-US')}.${s.slice(-2)}`;
-}
 
 export function formatDemoSummary(s: DemoSummary): string {
   const created = s.accounts.filter((a) => a.created).length;

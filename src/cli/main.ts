@@ -15,6 +15,7 @@ import { registerEvents } from './events.ts';
 import { registerImport } from './import.ts';
 import { registerKeys } from './keys.ts';
 import { registerMigrate } from './migrate.ts';
+import { registerReport } from './report.ts';
 import { registerRollup } from './rollup.ts';
 import { registerRun } from './run.ts';
 import { registerSchedule } from './schedule.ts';
@@ -54,6 +55,7 @@ export function buildProgram(onError?: (text: string) => void): Command {
   registerAccounts(program);
   registerKeys(program);
   registerEvents(program);
+  registerReport(program);
   registerDemo(program);
   return program;
 }

@@ -1,6 +1,7 @@
 /**
  * The one way the client calls a Tally function: named arguments with explicit casts,
- * bigint and numeric read as exact decimal text whatever global type parsers the app set
+ * bigint and numeric read as exact decimal text and date as its 'YYYY-MM-DD' text (a
+ * calendar day, not an instant in the process's time zone) whatever global type parsers the app set
  * (and, with `exactJson`, the numbers inside json/jsonb too), every error mapped by
  * toTallyError and every row parsed by a zod schema.
  */
@@ -15,6 +16,7 @@ export interface Queryable {
 
 const INT8 = 20;
 const NUMERIC = 1700;
+const DATE = 1082;
 const JSON_OID = 114;
 const JSONB = 3802;
 const exact = (text: string) => text;
@@ -28,7 +30,7 @@ const jsonNumbersAsText = (text: string): unknown =>
 // Per query, so an app that parses numeric as float globally cannot make money lossy here.
 const TYPES: pg.CustomTypesConfig = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-    oid === INT8 || oid === NUMERIC ? exact : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+    oid === INT8 || oid === NUMERIC || oid === DATE ? exact : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
 const EXACT_JSON_TYPES: pg.CustomTypesConfig = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
