@@ -2169,10 +2169,10 @@ $_$;
 COMMENT ON FUNCTION tally._usage_between(p_account_id uuid, p_lo timestamp with time zone[], p_hi timestamp with time zone[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) IS 'The usage of one account in exact instant ranges [p_lo[i], p_hi[i]), one row per range with events (idx = i), as raw sums: whole local days from the daily aggregates, the remaining whole UTC hours from the hourly ones (both with the tail), and the pieces of hours at the edges from the raw events. Callers check access and arguments first.';
 
 --
--- Name: _usage_by(uuid, text, timestamp with time zone[], timestamp with time zone[], date, date, text[], uuid[], text[], text[], text[], text[], text[]); Type: FUNCTION; Schema: tally; Owner: -
+-- Name: _usage_by(uuid, text, timestamp with time zone[], timestamp with time zone[], date, date, text[], uuid[], text[], text[], text[], text[], text[], date); Type: FUNCTION; Schema: tally; Owner: -
 --
 
-CREATE FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) RETURNS TABLE(hour timestamp with time zone, day date, dim text, grp text, requests bigint, successful bigint, failed bigint, cached bigint, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, cost_usd numeric, potential_cost_usd numeric, quantity numeric, unpriced bigint, latency_count bigint, latency_sum numeric, latency_max integer, latency_hist bigint[])
+CREATE FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[], p_split date DEFAULT NULL::date) RETURNS TABLE(hour timestamp with time zone, day date, dim text, grp text, requests bigint, successful bigint, failed bigint, cached bigint, files numeric, bytes numeric, tokens_in numeric, tokens_out numeric, cost_usd numeric, potential_cost_usd numeric, quantity numeric, unpriced bigint, latency_count bigint, latency_sum numeric, latency_max integer, latency_hist bigint[])
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET "TimeZone" TO 'UTC'
@@ -2229,24 +2229,21 @@ BEGIN
   ELSE
     v_stored_from := format('tally.%I u', CASE WHEN p_unit = 'month' THEN 'usage_monthly' ELSE 'usage_daily' END
                                           || CASE WHEN v_by_dim THEN '_by_dimension' ELSE '' END);
-    v_stored_bucket := CASE p_unit
-      WHEN 'week' THEN 'NULL::timestamptz, u.bucket - (extract(isodow FROM u.bucket)::integer - 1)'
-      WHEN 'none' THEN 'NULL::timestamptz, NULL::date'
+    v_stored_bucket := CASE
+      WHEN p_unit = 'week' THEN 'NULL::timestamptz, u.bucket - (extract(isodow FROM u.bucket)::integer - 1)'
+      WHEN p_unit = 'none' AND p_split IS NOT NULL THEN 'NULL::timestamptz, CASE WHEN u.bucket >= $14 THEN $14 ELSE $5 END'
+      WHEN p_unit = 'none' THEN 'NULL::timestamptz, NULL::date'
       ELSE 'NULL::timestamptz, u.bucket' END;
     v_stored_where := 'u.account_id = $1 AND u.bucket BETWEEN $5 AND $6';
-    v_tail_bucket := CASE p_unit
-      WHEN 'month' THEN format('NULL::timestamptz, date_trunc(''month'', e.occurred_at AT TIME ZONE %L)::date', v_tz)
-      WHEN 'week' THEN format('NULL::timestamptz, (e.occurred_at AT TIME ZONE %1$L)::date - (extract(isodow FROM e.occurred_at AT TIME ZONE %1$L)::integer - 1)', v_tz)
-      WHEN 'none' THEN 'NULL::timestamptz, NULL::date'
+    v_tail_bucket := CASE
+      WHEN p_unit = 'month' THEN format('NULL::timestamptz, date_trunc(''month'', e.occurred_at AT TIME ZONE %L)::date', v_tz)
+      WHEN p_unit = 'week' THEN format('NULL::timestamptz, (e.occurred_at AT TIME ZONE %1$L)::date - (extract(isodow FROM e.occurred_at AT TIME ZONE %1$L)::integer - 1)', v_tz)
+      WHEN p_unit = 'none' AND p_split IS NOT NULL THEN 'NULL::timestamptz, CASE WHEN e.occurred_at >= $16 THEN $14 ELSE $5 END'
+      WHEN p_unit = 'none' THEN 'NULL::timestamptz, NULL::date'
       ELSE format('NULL::timestamptz, (e.occurred_at AT TIME ZONE %L)::date', v_tz) END;
-    -- the local days (months) of the range, found through an instant range a day wider
-    v_tail_where := format(
-      'e.occurred_at >= ($5::timestamp AT TIME ZONE %1$L) - interval ''1 day'''
-      ' AND e.occurred_at < (($6 + %2$L::interval)::timestamp AT TIME ZONE %1$L) + interval ''1 day'''
-      ' AND %3$s BETWEEN $5 AND $6',
-      v_tz, CASE WHEN p_unit = 'month' THEN '1 month' ELSE '1 day' END,
-      CASE WHEN p_unit = 'month' THEN format('date_trunc(''month'', e.occurred_at AT TIME ZONE %L)::date', v_tz)
-           ELSE format('(e.occurred_at AT TIME ZONE %L)::date', v_tz) END);
+    -- the local days (months) of the range as one instant range (local dates never go back
+    -- as time goes on), so no event's local date is computed to filter it
+    v_tail_where := 'e.occurred_at >= $15 AND e.occurred_at < $17';
   END IF;
 
   -- filters and grouping
@@ -2319,15 +2316,21 @@ BEGIN
     v_parts.outer_sums, v_stored_bucket, v_stored_grp, v_parts.stored, v_stored_from, v_stored_where,
     v_tail, v_parts.columns)
   USING p_account_id, p_unit, p_hours_lo, p_hours_hi, p_from_day, p_to_day, p_groups,
-        p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types;
+        p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types,
+        p_split,
+        -- the instants of the local range: its first, the split's and the one after its last
+        CASE WHEN p_unit <> 'hour' THEN tally._local_start(p_from_day::timestamp, v_tz) END,
+        CASE WHEN p_split IS NOT NULL THEN tally._local_start(p_split::timestamp, v_tz) END,
+        CASE WHEN p_unit <> 'hour'
+             THEN tally._local_start((p_to_day + CASE WHEN p_unit = 'month' THEN interval '1 month' ELSE interval '1 day' END)::timestamp, v_tz) END;
 END
 $_$;
 
 --
--- Name: FUNCTION _usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]); Type: COMMENT; Schema: tally; Owner: -
+-- Name: FUNCTION _usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[], p_split date); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) IS 'The usage of one account as raw sums (and a 42-slot latency histogram) per bucket and, if p_groups names dimensions, per dimension and value: the stored aggregates plus the unfolded tail. p_unit hour: the UTC hours in the ranges [p_hours_lo[i], p_hours_hi[i]); day, week (ISO, by its Monday), none (one row for the range): local days p_from_day..p_to_day; month: local months starting p_from_day..p_to_day. Filters are ANDed lists (NULL: none). Reads the rows by dimension when they can answer, else the rows per tuple. Callers check access and arguments first.';
+COMMENT ON FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[], p_split date) IS 'The usage of one account as raw sums (and a 42-slot latency histogram) per bucket and, if p_groups names dimensions, per dimension and value: the stored aggregates plus the unfolded tail. p_unit hour: the UTC hours in the ranges [p_hours_lo[i], p_hours_hi[i]); day, week (ISO, by its Monday), none (one row for the range; with p_split, two: day p_from_day for the days before p_split, day p_split for the rest): local days p_from_day..p_to_day; month: local months starting p_from_day..p_to_day. Filters are ANDed lists (NULL: none). Reads the rows by dimension when they can answer, else the rows per tuple. Callers check access and arguments first.';
 
 --
 -- Name: _usage_metrics_sql(text); Type: FUNCTION; Schema: tally; Owner: -
@@ -3148,32 +3151,48 @@ CREATE FUNCTION tally.get_dashboard_stats(p_account_id uuid, p_days integer DEFA
     SET jit TO 'off'
     AS $_$
 DECLARE
-  v_tz    text := tally._require_usage_reader(p_account_id);
-  v_today date;
+  v_tz        text := tally._require_usage_reader(p_account_id);
+  v_today     date;
+  v_watermark bigint := (SELECT s.watermark FROM tally.rollup_state s);
 BEGIN
   IF p_days IS NULL OR p_days < 1 OR p_days > 3660 THEN
     PERFORM tally._raise('invalid_parameter', format('days: must be from 1 to 3660 (got %s)', coalesce(p_days::text, 'NULL')));
   END IF;
   v_today := (now() AT TIME ZONE v_tz)::date;
   PERFORM tally._check_day_range(v_today - (p_days - 1), v_today);
+  -- the maps need only request counts: read them alone from the rows by dimension and the
+  -- tail (the watermark as a constant, as in tally._usage_by), not every metric per value
   RETURN QUERY EXECUTE format($q$
-    WITH totals AS (
-      SELECT * FROM tally._usage_by($1, 'day', NULL, NULL, $2, $3, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
-    ),
-    maps AS (
-      SELECT u.day,
-             jsonb_object_agg(u.grp, u.requests) FILTER (WHERE u.dim = 'provider' AND u.grp IS NOT NULL) AS by_provider,
-             jsonb_object_agg(u.grp, u.requests) FILTER (WHERE u.dim = 'model' AND u.grp IS NOT NULL) AS by_model
-      FROM tally._usage_by($1, 'day', NULL, NULL, $2, $3, ARRAY['provider', 'model'], NULL, NULL, NULL, NULL, NULL, NULL) u
-      GROUP BY u.day
+    WITH maps AS (
+      SELECT c.day,
+             jsonb_object_agg(c.value, c.n) FILTER (WHERE c.dimension = 'provider') AS by_provider,
+             jsonb_object_agg(c.value, c.n) FILTER (WHERE c.dimension = 'model') AS by_model
+      FROM (
+        SELECT x.day, x.dimension, x.value, sum(x.n)::bigint AS n
+        FROM (
+          SELECT u.bucket AS day, u.dimension, u.value, u.requests AS n
+          FROM tally.usage_daily_by_dimension u
+          WHERE u.account_id = $1 AND u.bucket BETWEEN $2 AND $3 AND u.dimension IN ('provider', 'model') AND u.value IS NOT NULL
+          UNION ALL
+          SELECT (e.occurred_at AT TIME ZONE %2$L)::date, d.dimension, d.value, count(*)
+          FROM tally.events e
+          CROSS JOIN LATERAL (VALUES ('provider', e.provider), ('model', e.model)) AS d(dimension, value)
+          WHERE e.account_id = $1 AND e.id > %3$s AND e.occurred_at >= $4 AND e.occurred_at < $5 AND d.value IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+          GROUP BY 1, 2, 3
+        ) x
+        GROUP BY 1, 2, 3
+      ) c
+      GROUP BY c.day
     )
     SELECT g.d, %1$s, coalesce(m.by_provider, '{}'), coalesce(m.by_model, '{}')
     FROM (SELECT s::date AS d FROM generate_series($2::timestamp, $3::timestamp, interval '1 day') s) g
-    LEFT JOIN totals r ON r.day = g.d
+    LEFT JOIN tally._usage_by($1, 'day', NULL, NULL, $2, $3, NULL, NULL, NULL, NULL, NULL, NULL, NULL) r ON r.day = g.d
     LEFT JOIN maps m ON m.day = g.d
     CROSS JOIN LATERAL tally._latency_percentiles(r.latency_hist, r.latency_max) AS r_pct
-    ORDER BY g.d$q$, tally._usage_metrics_sql('r'))
-  USING p_account_id, v_today - (p_days - 1), v_today;
+    ORDER BY g.d$q$, tally._usage_metrics_sql('r'), v_tz, v_watermark)
+  USING p_account_id, v_today - (p_days - 1), v_today,
+        tally._local_start((v_today - (p_days - 1))::timestamp, v_tz), tally._local_start((v_today + 1)::timestamp, v_tz);
 END
 $_$;
 
@@ -3262,16 +3281,12 @@ BEGIN
 
   RETURN QUERY
   WITH periods AS (
-    SELECT true AS current, u.grp AS endpoint, u.requests, u.successful, u.failed, u.cost_usd,
+    -- both periods in one read: the rows of the days before p_from come back as day v_prev_from
+    SELECT u.day = p_from AS current, u.grp AS endpoint, u.requests, u.successful, u.failed, u.cost_usd,
            u.latency_count, u.latency_sum, u.latency_max, u.latency_hist
-    FROM tally._usage_by(p_account_id, 'none', NULL, NULL, p_from, p_to, ARRAY['endpoint'],
-                         p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types) u
+    FROM tally._usage_by(p_account_id, 'none', NULL, NULL, v_prev_from, p_to, ARRAY['endpoint'],
+                         p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types, p_from) u
     WHERE u.grp IS NOT NULL
-    UNION ALL
-    SELECT false, u.grp, u.requests, u.successful, u.failed, u.cost_usd, NULL, NULL, NULL, NULL
-    FROM tally._usage_by(p_account_id, 'none', NULL, NULL, v_prev_from, p_from - 1, ARRAY['endpoint'],
-                         p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types) u
-    WHERE u.grp IS NOT NULL AND v_prev_from < p_from
   ),
   ranked AS (
     SELECT p.*, row_number() OVER (PARTITION BY p.current
@@ -7441,10 +7456,10 @@ REVOKE ALL ON FUNCTION tally._truncate_empty_default_partition() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tally._usage_between(p_account_id uuid, p_lo timestamp with time zone[], p_hi timestamp with time zone[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) FROM PUBLIC;
 
 --
--- Name: FUNCTION _usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]); Type: ACL; Schema: tally; Owner: -
+-- Name: FUNCTION _usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[], p_split date); Type: ACL; Schema: tally; Owner: -
 --
 
-REVOKE ALL ON FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[], p_split date) FROM PUBLIC;
 
 --
 -- Name: FUNCTION _usage_metrics_sql(p_alias text); Type: ACL; Schema: tally; Owner: -
