@@ -534,7 +534,7 @@ DECLARE
   v_pass      text;  -- a pass row from groups of pass rows b (histograms stay 42 columns)
   v_direct    text;  -- a grain row from one pass row b
   v_merge     text;  -- on conflict: the stored row combined with the new one
-  v_dims      text;  -- (dimension, value) of a day row b, one VALUES row per dimension
+  v_dims      text;  -- the day rows grouped by each tuple dimension's value, one SELECT per dimension
   v_ctes      text := '';
   v_unknown   text;
   v_events    bigint;
@@ -599,7 +599,11 @@ BEGIN
            ', ' ORDER BY m.ord)
   INTO v_base, v_insert, v_select, v_pass, v_direct, v_merge
   FROM tally._rollup_metrics() m;
-  SELECT string_agg(format('(%L, %s)', d.dimension, d.value_sql), ', ' ORDER BY d.ord) INTO v_dims
+  -- one aggregation per dimension: each holds only that dimension's groups, so it spills
+  -- far less than one aggregation over every dimension's groups at once (same rows)
+  SELECT string_agg(format('SELECT b.account_id, b.local_day, %1$L::text AS dimension, %2$s AS value, %%1$s'
+                           ' FROM day_rows b GROUP BY b.account_id, b.local_day, %2$s', d.dimension, d.value_sql),
+                    ' UNION ALL ' ORDER BY d.ord) INTO v_dims
   FROM tally._rollup_dimensions() d WHERE d.dimension <> 'status_class';
 
   IF 'hourly' = ANY (p_grains) THEN
@@ -657,15 +661,13 @@ BEGIN
     -- events (few groups: account x local day x class), so the tuple pass stays as narrow
     v_ctes := v_ctes || format($u$,
   day_dims AS MATERIALIZED (
-    -- each day row once per tuple dimension, by that dimension's value; and the status classes
-    SELECT b.account_id, b.local_day, d.dimension, d.value, %2$s
-    FROM day_rows b CROSS JOIN LATERAL (VALUES %1$s) AS d(dimension, value)
-    GROUP BY b.account_id, b.local_day, d.dimension, d.value
+    -- the day rows by the value of each tuple dimension in turn; and the status classes
+    %1$s
     UNION ALL
     SELECT e.account_id, (e.occurred_at AT TIME ZONE e.timezone)::date, 'status_class', e.status_class, %3$s
     FROM window_events e
     GROUP BY e.account_id, (e.occurred_at AT TIME ZONE e.timezone)::date, e.status_class
-  )$u$, v_dims, v_pass, v_base);
+  )$u$, format(v_dims, v_pass), v_pass, v_base);
   END IF;
   IF 'daily_by_dimension' = ANY (p_grains) THEN
     v_ctes := v_ctes || format($u$,

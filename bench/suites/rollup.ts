@@ -16,7 +16,9 @@
  *     (default 2,000,000) in time order, the same over a backfill in random order (ids
  *     shuffled against time), and the freshness case of (d) fed with generated events. The
  *     events cover BENCH_ROLLUP_GEN_DAYS days (default 18: as dense as the query suite's
- *     10,000,000 events in 90 days), which sets how many events share an hourly row.
+ *     10,000,000 events in 90 days), which sets how many events share an hourly row; beside
+ *     the time-order fold, the ceiling of any fold: its aggregate rows inserted as they are
+ *     into empty copies of the tables.
  * Sizes: BENCH_ROLLUP_EVENTS, BENCH_ROLLUP_E2E_EVENTS, BENCH_FRESHNESS_RATE, BENCH_FRESHNESS_SECONDS,
  * BENCH_ROLLUP_GEN_EVENTS, BENCH_ROLLUP_GEN_DAYS.
  */
@@ -124,6 +126,22 @@ function toUsageEvent(e: ReturnType<typeof e2eEvents>[number]): UsageEvent {
 async function tempBytes(pool: pg.Pool): Promise<number> {
   const { rows } = await pool.query('select temp_bytes::float8 as b from pg_catalog.pg_stat_database where datname = current_database()');
   return Number(rows[0].b);
+}
+
+/** Milliseconds to insert every row of the given aggregate tables into empty copies of them (dropped after). */
+async function writeCeilingMs(pool: pg.Pool, tables: string[]): Promise<number> {
+  let total = 0;
+  for (const t of tables) {
+    const copy = pg.escapeIdentifier(`ceiling_${t}`);
+    await pool.query(`create table public.${copy} (like tally.${pg.escapeIdentifier(t)} including all)`);
+    try {
+      const [, ms] = await timed(() => pool.query(`insert into public.${copy} select * from tally.${pg.escapeIdentifier(t)}`));
+      total += ms;
+    } finally {
+      await pool.query(`drop table public.${copy}`);
+    }
+  }
+  return total;
 }
 
 async function rowCounts(pool: pg.Pool, tables: string[]): Promise<Record<string, number>> {
@@ -375,6 +393,17 @@ export const suite: BenchSuite = {
       results.push({
         name: 'run_rollups_generated_time_order', value: timeOrder.rate, unit: 'events/s', baseline: 'run_rollups_backlog',
         note: `run_rollups until done, ids following occurred_at: ${timeOrder.shape}`,
+      });
+      // The ceiling of any fold that stores these aggregates: the rows the fold just wrote,
+      // inserted as they are into empty copies of the tables (same columns, keys and
+      // indexes, logged), with no events read and nothing grouped.
+      const ceilingMs = await writeCeilingMs(pool, tables);
+      const ceiling = Math.round(GEN_EVENTS / (ceilingMs / 1000));
+      ctx.log(`the same aggregate rows inserted into empty copies of the tables: ${(ceilingMs / 1000).toFixed(1)} s, a ceiling of ${ceiling} events/s`);
+      results.push({
+        name: 'generated_write_ceiling', value: ceiling, unit: 'events/s', baseline: 'run_rollups_generated_time_order',
+        note: `${GEN_EVENTS} events over the time to insert the aggregate rows their fold wrote (${tables.join(', ')}) into empty copies of those tables, ` +
+          'with no events read and no grouping: no fold that stores the same rows can beat it on this machine',
       });
       results.push({
         name: 'run_rollups_generated_time_order_vs_target', value: timeOrder.rate, unit: 'events/s', target: GEN_TARGET, better: 'higher', pass: timeOrder.rate >= GEN_TARGET,
