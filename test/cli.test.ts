@@ -58,15 +58,23 @@ describe('tally CLI', () => {
     const migrated = await runCli(['migrate'], env);
     expect(migrated.code).toBe(0);
     expect(migrated.stdout).toMatch(/^applied \d+ migration\(s\)/);
-    // no rollup run may land between the two status reads below (on a loaded machine they
-    // can be seconds apart): the first tick of the interval job comes after an hour
+    // a worker offers the interval job when it starts and then every interval: at 1h, the
+    // run at start is the only one while this test reads the status
     const slow = await runCli(['schedule', 'set', 'tally-rollups', '1h'], env);
     expect(slow.code).toBe(0);
+    // with no worker yet, the rollups have never run
+    const before = await runCli(['status'], env);
+    expect(before.stdout).toMatch(/rollups: +watermark 0 of 0; 0 events pending; never run/);
 
     const service = await startCli(['start'], env, /tally: ready/);
     expect(service.output()).toMatch(new RegExp(`schema version \\d+ · worker running \\(${SCHEDULED_JOBS.length} schedules\\)`));
 
-    const status = await runCli(['status', '--json'], env);
+    // the run offered at start lands within seconds (polled: a loaded machine is slow)
+    let status = await runCli(['status', '--json'], env);
+    for (let i = 0; i < 60 && JSON.parse(status.stdout).rollups.lastRunFinishedAt == null; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      status = await runCli(['status', '--json'], env);
+    }
     expect(status.code).toBe(0);
     const parsed = JSON.parse(status.stdout);
     expect(parsed.pendingMigrations).toBe(0);
@@ -77,8 +85,8 @@ describe('tally CLI', () => {
     expect(parsed.ledger.partitionedThrough).toMatch(/^\d{4}-\d{2}$/);
     const text = await runCli(['status'], env);
     expect(text.stdout).toMatch(/ledger: +partitions through \d{4}-\d{2}; default partition empty; 0 rejected/);
-    expect(text.stdout).toMatch(/rollups: +watermark 0 of 0; 0 events pending; never run/);
-    expect(parsed.rollups).toMatchObject({ watermark: 0, pendingEvents: 0, lastRunFinishedAt: null });
+    expect(text.stdout).toMatch(/rollups: +watermark 0 of 0; 0 events pending; last run \d+s ago \(0 events\)/);
+    expect(parsed.rollups).toMatchObject({ watermark: 0, pendingEvents: 0, lastRunFinishedAt: expect.any(String) });
 
     service.child.kill('SIGTERM');
     expect(await service.exited).toBe(0);
