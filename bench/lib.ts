@@ -108,3 +108,25 @@ export async function writeResults(suite: string, serverUrl: string, results: Be
   fs.writeFileSync(file, JSON.stringify(body, null, 2) + '\n');
   return file.pathname;
 }
+
+/** The aggregate tables run_rollups writes: usage_hourly, usage_daily, usage_monthly and the per-dimension ones. */
+export async function aggregateTables(pool: pg.Pool): Promise<string[]> {
+  const { rows } = await pool.query<{ t: string }>(
+    "select tablename as t from pg_catalog.pg_tables where schemaname = 'tally' and tablename like 'usage\\_%' order by 1",
+  );
+  return rows.map((r) => r.t);
+}
+
+/** Empties the ledger and every aggregate, the watermark at the newest id. */
+export async function resetLedger(pool: pg.Pool): Promise<void> {
+  const tables = (await aggregateTables(pool)).map((t) => `tally.${pg.escapeIdentifier(t)}`);
+  await pool.query(`truncate tally.events, tally.idempotency_keys, ${tables.join(', ')}`);
+  await pool.query("update tally.rollup_state set watermark = (select coalesce(pg_sequence_last_value(pg_get_serial_sequence('tally.events', 'id')), 0))");
+}
+
+/** Rows in each of the given tally tables. */
+export async function rowCounts(pool: pg.Pool, tables: string[]): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  for (const t of tables) counts[t] = Number((await pool.query(`select count(*)::float8 as n from tally.${pg.escapeIdentifier(t)}`)).rows[0].n);
+  return counts;
+}

@@ -20,7 +20,7 @@
 import pg from 'pg';
 import { runMigrations } from '../../src/database/migrate.ts';
 import type { BenchResult, BenchSuite } from '../lib.ts';
-import { median } from '../lib.ts';
+import { aggregateTables, median, resetLedger, rowCounts } from '../lib.ts';
 import { createTenants, loadEvents, type Tenants } from '../usage-data.ts';
 
 const EVENTS = Number(process.env.BENCH_QUERY_EVENTS ?? 10_000_000);
@@ -299,13 +299,6 @@ async function measure(client: pg.PoolClient, c: QueryCase, member: Persona): Pr
   return m;
 }
 
-/** Empties the ledger and every aggregate, the watermark at the newest id. */
-async function resetLedger(pool: pg.Pool): Promise<void> {
-  const { rows } = await pool.query<{ t: string }>("select tablename as t from pg_catalog.pg_tables where schemaname = 'tally' and tablename like 'usage\\_%'");
-  await pool.query(`truncate tally.events, tally.idempotency_keys, ${rows.map((r) => `tally.${pg.escapeIdentifier(r.t)}`).join(', ')}`);
-  await pool.query("update tally.rollup_state set watermark = (select coalesce(pg_sequence_last_value(pg_get_serial_sequence('tally.events', 'id')), 0))");
-}
-
 /** run_rollups until only the newest `tail` events are left unfolded. */
 async function foldAllBut(pool: pg.Pool, tail: number): Promise<void> {
   const { rows } = await pool.query('select max(id)::float8 as high, tally.rollup_watermark()::float8 as watermark from tally.events');
@@ -333,19 +326,16 @@ async function runSize(pool: pg.Pool, tenants: Tenants, member: Persona, events:
   const start = performance.now();
   await foldAllBut(pool, TAIL);
   const rollupMs = performance.now() - start;
-  const { rows: counts } = await pool.query<{ t: string; n: number }>(
-    `select tablename as t, (xpath('/row/n/text()', query_to_xml(format('select count(*) as n from tally.%I', tablename), false, true, '')))[1]::text::float8 as n
-       from pg_catalog.pg_tables where schemaname = 'tally' and tablename like 'usage\\_%' order by 1`,
-  );
-  const rowsOf = Object.fromEntries(counts.map((c) => [c.t, Number(c.n)]));
+  const tables = await aggregateTables(pool);
+  const rowsOf = await rowCounts(pool, tables);
   const folded = events - TAIL;
   const rollupNote = `run_rollups over ${folded} events (the newest ${TAIL} left as the unfolded tail) in ${(rollupMs / 1000).toFixed(0)} s; ` +
-    `${(folded / (rowsOf.usage_hourly ?? 1)).toFixed(2)} events per hourly row; rows: ${counts.map((c) => `${c.t} ${c.n}`).join(', ')}`;
+    `${(folded / (rowsOf.usage_hourly ?? 1)).toFixed(2)} events per hourly row; rows: ${tables.map((t) => `${t} ${rowsOf[t]}`).join(', ')}`;
   log(rollupNote);
   results.push({ name: `rollup_${tag}`, value: Math.round(folded / (rollupMs / 1000)), unit: 'events/s', note: rollupNote });
   // a settled table, as autovacuum leaves it: hint bits set, visibility map, statistics
   await pool.query('vacuum analyze tally.events');
-  for (const c of counts) await pool.query(`vacuum analyze tally.${pg.escapeIdentifier(c.t)}`);
+  for (const t of tables) await pool.query(`vacuum analyze tally.${pg.escapeIdentifier(t)}`);
 
   const account = tenants.largest;
   const { rows: [b] } = await pool.query<Bounds>(BOUNDS_SQL, [account.timezone]);

@@ -31,7 +31,7 @@ import type { UsageEvent } from '../../src/client/events.ts';
 import { runMigrations } from '../../src/database/migrate.ts';
 import { UsageTracker } from '../../src/ingest/tracker.ts';
 import { startWorker } from '../../src/worker/worker.ts';
-import type { BenchResult, BenchSuite } from '../lib.ts';
+import { aggregateTables, type BenchResult, type BenchSuite, resetLedger, rowCounts } from '../lib.ts';
 import { createTenants, loadEvents, UsageGenerator, wireEvent } from '../usage-data.ts';
 
 const PRODUCERS = 4;
@@ -68,21 +68,6 @@ const BACKLOG_SQL = `
 
 /** The columns of e2eEvents, in the order the COPY bench writes them. */
 const COPY_COLUMNS = ['account_id', 'event_type', 'occurred_at', 'provider', 'model', 'tokens_in', 'tokens_out', 'cost_usd', 'latency_ms'] as const;
-
-/** The aggregate tables run_rollups writes: usage_hourly, usage_daily, usage_monthly and any per-dimension ones. */
-async function aggregateTables(pool: pg.Pool): Promise<string[]> {
-  const { rows } = await pool.query<{ t: string }>(
-    "select tablename as t from pg_catalog.pg_tables where schemaname = 'tally' and tablename like 'usage\\_%' order by 1",
-  );
-  return rows.map((r) => r.t);
-}
-
-/** Empties the ledger and the aggregates, with the watermark at the newest id. */
-async function resetLedger(pool: pg.Pool): Promise<void> {
-  const tables = (await aggregateTables(pool)).map((t) => `tally.${pg.escapeIdentifier(t)}`);
-  await pool.query(`truncate tally.events, tally.idempotency_keys, ${tables.join(', ')}`);
-  await pool.query("update tally.rollup_state set watermark = (select coalesce(pg_sequence_last_value(pg_get_serial_sequence('tally.events', 'id')), 0))");
-}
 
 async function timed<T>(work: () => Promise<T>): Promise<[T, number]> {
   const start = performance.now();
@@ -142,12 +127,6 @@ async function writeCeilingMs(pool: pg.Pool, tables: string[]): Promise<number> 
     }
   }
   return total;
-}
-
-async function rowCounts(pool: pg.Pool, tables: string[]): Promise<Record<string, number>> {
-  const counts: Record<string, number> = {};
-  for (const t of tables) counts[t] = Number((await pool.query(`select count(*)::float8 as n from tally.${pg.escapeIdentifier(t)}`)).rows[0].n);
-  return counts;
 }
 
 /**
