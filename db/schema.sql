@@ -607,20 +607,27 @@ BEGIN
   FROM tally._rollup_dimensions() d WHERE d.dimension <> 'status_class';
 
   IF 'hourly' = ANY (p_grains) THEN
-    -- An hour lies within one local day of its account unless the zone's offset is not a
-    -- whole number of hours and the hour straddles local midnight: then the pass holds two
-    -- rows for it (one per local day) and they are added up; every other pass row is an
-    -- hourly row as it is, with no second aggregation.
+    -- The pass holds one row per hour, local day, tuple and status class. Most hourly rows
+    -- are one pass row as it is; the others (events of several status classes, or an hour
+    -- that straddles local midnight in a zone whose offset is not a whole number of hours)
+    -- are the sum of their pass rows. Finding those takes a narrow grouping of the keys,
+    -- much cheaper than grouping every pass row with its metrics.
     v_ctes := v_ctes || format($u$,
+  split_hours AS MATERIALIZED (
+    SELECT b.account_id, b.hour_utc, b.dim_key
+    FROM base b
+    GROUP BY b.account_id, b.hour_utc, b.dim_key
+    HAVING count(*) > 1
+  ),
   hourly AS (
     INSERT INTO tally.usage_hourly AS u (account_id, bucket, dim_key, api_key_id, event_type, provider, model, endpoint, file_type, %1$s)
     SELECT b.account_id, b.hour_utc, b.dim_key, %2$s, %5$s
     FROM base b
-    WHERE (b.hour_utc AT TIME ZONE b.timezone)::date = ((b.hour_utc + interval '59:59.999999') AT TIME ZONE b.timezone)::date
+    WHERE NOT EXISTS (SELECT 1 FROM split_hours s WHERE s.account_id = b.account_id AND s.hour_utc = b.hour_utc AND s.dim_key = b.dim_key)
     UNION ALL
     SELECT b.account_id, b.hour_utc, b.dim_key, %2$s, %3$s
     FROM base b
-    WHERE (b.hour_utc AT TIME ZONE b.timezone)::date <> ((b.hour_utc + interval '59:59.999999') AT TIME ZONE b.timezone)::date
+    JOIN split_hours s ON s.account_id = b.account_id AND s.hour_utc = b.hour_utc AND s.dim_key = b.dim_key
     GROUP BY b.account_id, b.hour_utc, b.dim_key, %2$s
     ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET %4$s
     RETURNING 1
@@ -657,17 +664,17 @@ BEGIN
   )$u$, v_insert, v_tuple, v_select, v_merge);
   END IF;
   IF p_grains && ARRAY['daily_by_dimension', 'monthly_by_dimension'] THEN
-    -- the status class is not in the tuple: its rows come from a pass of their own over the
-    -- events (few groups: account x local day x class), so the tuple pass stays as narrow
+    -- the status class is not in the tuple (the stored rows), but it is in the pass: its
+    -- rows are the pass rows grouped by class, with no second reading of the events
     v_ctes := v_ctes || format($u$,
   day_dims AS MATERIALIZED (
     -- the day rows by the value of each tuple dimension in turn; and the status classes
     %1$s
     UNION ALL
-    SELECT e.account_id, (e.occurred_at AT TIME ZONE e.timezone)::date, 'status_class', e.status_class, %3$s
-    FROM window_events e
-    GROUP BY e.account_id, (e.occurred_at AT TIME ZONE e.timezone)::date, e.status_class
-  )$u$, format(v_dims, v_pass), v_pass, v_base);
+    SELECT b.account_id, b.local_day, 'status_class', b.status_class, %2$s
+    FROM base b
+    GROUP BY b.account_id, b.local_day, b.status_class
+  )$u$, format(v_dims, v_pass), v_pass);
   END IF;
   IF 'daily_by_dimension' = ANY (p_grains) THEN
     v_ctes := v_ctes || format($u$,
@@ -693,8 +700,7 @@ BEGIN
 
   EXECUTE format($q$
   WITH window_events AS NOT MATERIALIZED (
-    -- the events to fold, with their account's time zone (read by the tuple pass and, for
-    -- the status classes, by a second pass: reading twice is cheaper than keeping them)
+    -- the events to fold, with their account's time zone and status class
     SELECT e.account_id, e.occurred_at, a.timezone, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint,
            e.file_type, %4$s AS status_class, %3$s
     FROM %1$s
@@ -703,16 +709,16 @@ BEGIN
   ),
   base AS MATERIALIZED (
     -- one pass over the events: partial sums and histogram per UTC hour x local day x
-    -- dimension tuple (an hour can straddle two local days in zones with :30 or :45
-    -- offsets); the tuple key is computed per group, not per event
+    -- dimension tuple x status class (an hour can straddle two local days in zones with
+    -- :30 or :45 offsets); the tuple key is computed per group, not per event
     SELECT e.account_id, e.timezone,
            date_trunc('hour', e.occurred_at) AS hour_utc,  -- TimeZone is UTC here (SET above)
            (e.occurred_at AT TIME ZONE e.timezone)::date AS local_day,
            %5$s AS dim_key,
-           e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type,
+           e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type, e.status_class,
            %6$s
     FROM window_events e
-    GROUP BY e.account_id, e.timezone, 3, 4, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type
+    GROUP BY e.account_id, e.timezone, 3, 4, e.api_key_id, e.event_type, e.provider, e.model, e.endpoint, e.file_type, e.status_class
   )%7$s
   SELECT coalesce(sum(b.requests), 0) FROM base b$q$,
     v_from, v_where, v_columns, tally._status_class_sql('e'), tally._dim_key_sql('e'), v_base, v_ctes)
