@@ -102,7 +102,7 @@ DECLARE
   v_table text;
   v_m     record;
 BEGIN
-  FOREACH v_table IN ARRAY ARRAY['usage_hourly', 'usage_daily', 'usage_monthly', 'usage_daily_by_dimension', 'usage_monthly_by_dimension'] LOOP
+  FOREACH v_table IN ARRAY ARRAY['usage_hourly', 'usage_hourly_totals', 'usage_daily', 'usage_monthly', 'usage_daily_by_dimension', 'usage_monthly_by_dimension'] LOOP
     FOR v_m IN
       SELECT m.* FROM tally._rollup_metrics() m
       WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute at
@@ -127,7 +127,7 @@ $$;
 -- Name: FUNCTION _apply_rollup_metrics(); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._apply_rollup_metrics() IS 'Migration helper: adds the columns of new sum metrics of tally._rollup_metrics() to usage_hourly/daily/monthly and the tables by dimension (NOT NULL DEFAULT 0) and regenerates the three *_live views from the lists.';
+COMMENT ON FUNCTION tally._apply_rollup_metrics() IS 'Migration helper: adds the columns of new sum metrics of tally._rollup_metrics() to usage_hourly/daily/monthly, the hourly totals and the tables by dimension (NOT NULL DEFAULT 0) and regenerates the three *_live views from the lists.';
 
 --
 -- Name: _backfill_rollup_metric(text); Type: FUNCTION; Schema: tally; Owner: -
@@ -168,6 +168,22 @@ BEGIN
       v_g.table_name, v_m.name, v_g.event_bucket, tally._dim_key_sql('e'), v_m.group_value);
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_counts := v_counts || jsonb_build_object(v_g.grain, v_n);
+    IF v_g.grain = 'hourly' THEN
+      -- the same metric per account and hour
+      EXECUTE format($t$
+        UPDATE tally.usage_hourly_totals u SET %1$I = s.v
+        FROM (
+          SELECT e.account_id, %2$s AS bucket, %3$s AS v
+          FROM tally.events e JOIN tally.accounts a ON a.id = e.account_id
+          WHERE e.id <= (SELECT s.watermark FROM tally.rollup_state s)
+            AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+          GROUP BY 1, 2
+        ) s
+        WHERE u.account_id = s.account_id AND u.bucket = s.bucket AND u.%1$I IS DISTINCT FROM s.v$t$,
+        v_m.name, v_g.event_bucket, v_m.group_value);
+      GET DIAGNOSTICS v_n = ROW_COUNT;
+      v_counts := v_counts || jsonb_build_object('hourly_totals', v_n);
+    END IF;
     CONTINUE WHEN v_g.grain = 'hourly';
     -- the same metric per dimension value (group_value reads the events as e)
     EXECUTE format($q$
@@ -197,7 +213,7 @@ $_$;
 -- Name: FUNCTION _backfill_rollup_metric(p_metric text); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._backfill_rollup_metric(p_metric text) IS 'Migration helper: sets a new sum metric of every stored usage_hourly/daily/monthly row, and of the rows by dimension, from the folded raw events (id <= watermark, not voided) and returns the rows changed per grain; rows whose raw events are past retention keep the default.';
+COMMENT ON FUNCTION tally._backfill_rollup_metric(p_metric text) IS 'Migration helper: sets a new sum metric of every stored usage_hourly/daily/monthly row, of the hourly totals and of the rows by dimension, from the folded raw events (id <= watermark, not voided) and returns the rows changed per grain; rows whose raw events are past retention keep the default.';
 
 --
 -- Name: _caller_is_service(); Type: FUNCTION; Schema: tally; Owner: -
@@ -541,7 +557,7 @@ DECLARE
 BEGIN
   PERFORM set_config('work_mem', tally._setting_int('rollups.work_mem_mb') || 'MB', true);
   SELECT string_agg(g, ', ') INTO v_unknown FROM unnest(p_grains) g
-  WHERE g NOT IN ('hourly', 'daily', 'monthly', 'daily_by_dimension', 'monthly_by_dimension');
+  WHERE g NOT IN ('hourly', 'hourly_totals', 'daily', 'monthly', 'daily_by_dimension', 'monthly_by_dimension');
   IF v_unknown IS NOT NULL OR coalesce(cardinality(p_grains), 0) = 0 THEN
     RAISE EXCEPTION 'unknown grain in %', p_grains;
   END IF;
@@ -552,10 +568,10 @@ BEGIN
   ELSIF p_source = 'ranges' THEN
     -- the range finds the candidates; the bucket expression of the fold itself decides,
     -- so a local midnight that happens twice (a DST change at 00:00) cannot disagree.
-    -- The grains of one call share that bucket: hourly, or daily (+ by dimension), or monthly (+ by dimension).
+    -- The grains of one call share that bucket: hourly (+ totals), or daily (+ by dimension), or monthly (+ by dimension).
     SELECT format('e.id <= $2 AND %s = r.bucket::%s', g.event_bucket, g.bucket_type) INTO v_where
     FROM tally._rollup_grains() g
-    WHERE g.grain = ALL (SELECT regexp_replace(x, '_by_dimension$', '') FROM unnest(p_grains) x);
+    WHERE g.grain = ALL (SELECT regexp_replace(x, '_(by_dimension|totals)$', '') FROM unnest(p_grains) x);
     IF v_where IS NULL THEN
       RAISE EXCEPTION 'ranges fold grains of one bucket at a time (got %)', p_grains;
     END IF;
@@ -632,6 +648,18 @@ BEGIN
     ON CONFLICT (account_id, bucket, dim_key) DO UPDATE SET %4$s
     RETURNING 1
   )$u$, v_insert, v_tuple, v_select, v_merge, v_direct);
+  END IF;
+  IF 'hourly_totals' = ANY (p_grains) THEN
+    -- one row per account and UTC hour: the pass rows of the hour, whatever their tuple
+    v_ctes := v_ctes || format($u$,
+  hourly_totals AS (
+    INSERT INTO tally.usage_hourly_totals AS u (account_id, bucket, %1$s)
+    SELECT b.account_id, b.hour_utc, %2$s
+    FROM base b
+    GROUP BY b.account_id, b.hour_utc
+    ON CONFLICT (account_id, bucket) DO UPDATE SET %3$s
+    RETURNING 1
+  )$u$, v_insert, v_select, v_merge);
   END IF;
   IF p_grains && ARRAY['daily', 'monthly', 'daily_by_dimension', 'monthly_by_dimension'] THEN
     v_ctes := v_ctes || format($u$,
@@ -732,7 +760,7 @@ $_$;
 -- Name: FUNCTION _fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[], p_range_accounts uuid[], p_range_from timestamp with time zone[], p_range_to timestamp with time zone[], p_range_buckets text[]); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[], p_range_accounts uuid[], p_range_from timestamp with time zone[], p_range_to timestamp with time zone[], p_range_buckets text[]) IS 'Folds events into the given grains (hourly, daily, monthly, daily_by_dimension, monthly_by_dimension) with additive upserts and returns how many: the id window (p_lo, p_hi] for source window, or, for source ranges (grains of one bucket: hourly, or daily with or without daily_by_dimension, or monthly likewise), the events with id <= p_hi in the given (account, from, to, bucket) rows whose bucket is that bucket. Voided events are skipped. The statement is generated from tally._rollup_metrics(), tally._rollup_grains() and tally._rollup_dimensions().';
+COMMENT ON FUNCTION tally._fold_rollups(p_source text, p_lo bigint, p_hi bigint, p_grains text[], p_range_accounts uuid[], p_range_from timestamp with time zone[], p_range_to timestamp with time zone[], p_range_buckets text[]) IS 'Folds events into the given grains (hourly, hourly_totals, daily, monthly, daily_by_dimension, monthly_by_dimension) with additive upserts and returns how many: the id window (p_lo, p_hi] for source window, or, for source ranges (grains of one bucket: hourly with or without hourly_totals, or daily with or without daily_by_dimension, or monthly likewise), the events with id <= p_hi in the given (account, from, to, bucket) rows whose bucket is that bucket. Voided events are skipped. The statement is generated from tally._rollup_metrics(), tally._rollup_grains() and tally._rollup_dimensions().';
 
 --
 -- Name: _hist_add(bigint[], bigint[]); Type: FUNCTION; Schema: tally; Owner: -
@@ -1715,8 +1743,8 @@ BEGIN
                v_refused, tally._retention_floor('events')));
     END IF;
 
-    -- a daily or monthly bucket's dimension rows hold the same events: rebuilt with it
-    FOREACH v_table IN ARRAY CASE v_grain WHEN 'hourly' THEN ARRAY['usage_hourly']
+    -- an hourly bucket's totals, and a daily or monthly bucket's dimension rows, hold the same events: rebuilt with it
+    FOREACH v_table IN ARRAY CASE v_grain WHEN 'hourly' THEN ARRAY['usage_hourly', 'usage_hourly_totals']
                                           ELSE ARRAY['usage_' || v_grain, 'usage_' || v_grain || '_by_dimension'] END LOOP
       EXECUTE format(
         'DELETE FROM tally.%I u USING unnest($2, $3, $4) AS k(grain, account_id, bucket)
@@ -1725,7 +1753,7 @@ BEGIN
       USING v_grain, p_grains, p_accounts, p_buckets;
     END LOOP;
     PERFORM tally._fold_rollups('ranges', 0, v_watermark,
-      CASE v_grain WHEN 'hourly' THEN ARRAY['hourly'] ELSE ARRAY[v_grain, v_grain || '_by_dimension'] END,
+      CASE v_grain WHEN 'hourly' THEN ARRAY['hourly', 'hourly_totals'] ELSE ARRAY[v_grain, v_grain || '_by_dimension'] END,
       v_accounts, v_from, v_to, v_keys);
   END LOOP;
   RETURN v_counts;
@@ -1736,7 +1764,7 @@ $_$;
 -- Name: FUNCTION _rebuild_rollups(p_grains text[], p_accounts uuid[], p_buckets text[]); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._rebuild_rollups(p_grains text[], p_accounts uuid[], p_buckets text[]) IS 'Deletes the aggregate rows of the given buckets (parallel arrays grain, account_id, bucket text; a daily or monthly bucket with its rows by dimension) and folds their events again (id <= watermark, not voided). Refuses (past_retention) a bucket starting before the raw events'' retention cutoff that the fold would recreate, since some of its events may be gone. Returns {hourly, daily, monthly} bucket counts. Callers hold the rollups'' lock.';
+COMMENT ON FUNCTION tally._rebuild_rollups(p_grains text[], p_accounts uuid[], p_buckets text[]) IS 'Deletes the aggregate rows of the given buckets (parallel arrays grain, account_id, bucket text; an hourly bucket with its totals, a daily or monthly bucket with its rows by dimension) and folds their events again (id <= watermark, not voided). Refuses (past_retention) a bucket starting before the raw events'' retention cutoff that the fold would recreate, since some of its events may be gone. Returns {hourly, daily, monthly} bucket counts. Callers hold the rollups'' lock.';
 
 --
 -- Name: _reject_sqlstate(text); Type: FUNCTION; Schema: tally; Owner: -
@@ -2228,7 +2256,9 @@ BEGIN
 
   -- where the stored rows are, and their bucket
   IF p_unit = 'hour' THEN
-    v_stored_from := 'unnest($3, $4) AS r(lo, hi) JOIN tally.usage_hourly u ON u.account_id = $1 AND u.bucket >= r.lo AND u.bucket < r.hi';
+    -- with no filter and no grouping, one row per hour: the totals
+    v_stored_from := format('unnest($3, $4) AS r(lo, hi) JOIN tally.%I u ON u.account_id = $1 AND u.bucket >= r.lo AND u.bucket < r.hi',
+                            CASE WHEN v_nfilters = 0 AND p_groups IS NULL THEN 'usage_hourly_totals' ELSE 'usage_hourly' END);
     v_stored_bucket := 'u.bucket, NULL::date';
     v_stored_where := 'true';
     v_tail_from := 'unnest($3, $4) AS r(lo, hi) JOIN tally.events e ON e.occurred_at >= r.lo AND e.occurred_at < r.hi';
@@ -2338,7 +2368,7 @@ $_$;
 -- Name: FUNCTION _usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[], p_split date); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[], p_split date) IS 'The usage of one account as raw sums (and a 42-slot latency histogram) per bucket and, if p_groups names dimensions, per dimension and value: the stored aggregates plus the unfolded tail. p_unit hour: the UTC hours in the ranges [p_hours_lo[i], p_hours_hi[i]); day, week (ISO, by its Monday), none (one row for the range; with p_split, two: day p_from_day for the days before p_split, day p_split for the rest): local days p_from_day..p_to_day; month: local months starting p_from_day..p_to_day. Filters are ANDed lists (NULL: none). Reads the rows by dimension when they can answer, else the rows per tuple. Callers check access and arguments first.';
+COMMENT ON FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo timestamp with time zone[], p_hours_hi timestamp with time zone[], p_from_day date, p_to_day date, p_groups text[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[], p_split date) IS 'The usage of one account as raw sums (and a 42-slot latency histogram) per bucket and, if p_groups names dimensions, per dimension and value: the stored aggregates plus the unfolded tail. p_unit hour: the UTC hours in the ranges [p_hours_lo[i], p_hours_hi[i]); day, week (ISO, by its Monday), none (one row for the range; with p_split, two: day p_from_day for the days before p_split, day p_split for the rest): local days p_from_day..p_to_day; month: local months starting p_from_day..p_to_day. Filters are ANDed lists (NULL: none). Reads the hourly totals for hours with no filter and no grouping, the rows by dimension when they can answer, else the rows per tuple. Callers check access and arguments first.';
 
 --
 -- Name: _usage_metrics_sql(text); Type: FUNCTION; Schema: tally; Owner: -
@@ -2437,6 +2467,7 @@ BEGIN
 
   DELETE FROM tally.usage_hourly u WHERE u.bucket < tally._retention_floor('hourly');
   GET DIAGNOSTICS v_hourly = ROW_COUNT;
+  DELETE FROM tally.usage_hourly_totals u WHERE u.bucket < tally._retention_floor('hourly');
   DELETE FROM tally.usage_daily u WHERE u.bucket < tally._retention_floor('daily')::date;
   GET DIAGNOSTICS v_daily = ROW_COUNT;
   DELETE FROM tally.usage_daily_by_dimension u WHERE u.bucket < tally._retention_floor('daily')::date;
@@ -2453,7 +2484,7 @@ $_$;
 -- Name: FUNCTION apply_retention(); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.apply_retention() IS 'Applies the retention.* settings: drops the monthly events partitions that lie wholly before retention.events (never one holding events the rollups have not folded; it is kept and reported), with their voids; deletes hourly and daily rows (daily rows by dimension with them) and rejected items past their retention. Monthly rows are kept. Run daily by the worker. Returns what it removed (daily_deleted counts usage_daily rows). Service callers only.';
+COMMENT ON FUNCTION tally.apply_retention() IS 'Applies the retention.* settings: drops the monthly events partitions that lie wholly before retention.events (never one holding events the rollups have not folded; it is kept and reported), with their voids; deletes hourly rows (hourly totals with them), daily rows (daily rows by dimension with them) and rejected items past their retention. Monthly rows are kept. Run daily by the worker. Returns what it removed (hourly_deleted counts usage_hourly rows, daily_deleted usage_daily rows). Service callers only.';
 
 --
 -- Name: attach_meter(regclass, text, jsonb); Type: FUNCTION; Schema: tally; Owner: -
@@ -3682,6 +3713,9 @@ BEGIN
     SELECT 'hourly' AS grain, u.account_id, u.bucket::text AS bucket FROM tally.usage_hourly u
     WHERE u.bucket >= date_trunc('hour', p_from, 'UTC') AND u.bucket < p_to
     UNION
+    SELECT 'hourly', u.account_id, u.bucket::text FROM tally.usage_hourly_totals u
+    WHERE u.bucket >= date_trunc('hour', p_from, 'UTC') AND u.bucket < p_to
+    UNION
     SELECT 'daily', u.account_id, u.bucket::text FROM tally.usage_daily u JOIN tally.accounts a ON a.id = u.account_id
     WHERE u.bucket BETWEEN (p_from AT TIME ZONE a.timezone)::date AND ((p_to - interval '1 microsecond') AT TIME ZONE a.timezone)::date
     UNION
@@ -4174,7 +4208,7 @@ BEGIN
     NULL;
   END;
   PERFORM set_config('lock_timeout', v_lock_timeout, true);
-  v_events := tally._fold_rollups('window', v_state.watermark, v_high, '{hourly,daily,monthly,daily_by_dimension,monthly_by_dimension}');
+  v_events := tally._fold_rollups('window', v_state.watermark, v_high, '{hourly,hourly_totals,daily,monthly,daily_by_dimension,monthly_by_dimension}');
 
   UPDATE tally.rollup_state SET watermark = v_high, last_started_at = v_started, last_finished_at = clock_timestamp(),
     last_duration_ms = extract(epoch FROM clock_timestamp() - v_started) * 1000, last_events = v_events,
@@ -4187,7 +4221,7 @@ $$;
 -- Name: FUNCTION run_rollups(p_max_events bigint); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.run_rollups(p_max_events bigint) IS 'Folds the events committed since the watermark (at most p_max_events ids, default setting rollups.chunk_events) into usage_hourly, usage_daily, usage_monthly, usage_daily_by_dimension and usage_monthly_by_dimension and moves the watermark, in the caller''s transaction: exactly once even when killed, re-run or started twice (the second call returns {skipped: true}). Waits for transactions still inserting into its window, up to setting rollups.max_wait, else returns {waiting_for_pids}. Returns {events, watermark, more}; more = true means call again. Needs READ COMMITTED. Service callers only.';
+COMMENT ON FUNCTION tally.run_rollups(p_max_events bigint) IS 'Folds the events committed since the watermark (at most p_max_events ids, default setting rollups.chunk_events) into usage_hourly, usage_hourly_totals, usage_daily, usage_monthly, usage_daily_by_dimension and usage_monthly_by_dimension and moves the watermark, in the caller''s transaction: exactly once even when killed, re-run or started twice (the second call returns {skipped: true}). Waits for transactions still inserting into its window, up to setting rollups.max_wait, else returns {waiting_for_pids}. Returns {events, watermark, more}; more = true means call again. Needs READ COMMITTED. Service callers only.';
 
 --
 -- Name: schema_version(); Type: FUNCTION; Schema: tally; Owner: -
@@ -4781,6 +4815,10 @@ BEGIN
     FROM folded b
     WHERE b.hour_utc >= date_trunc('hour', $1, 'UTC') AND b.hour_utc < $2 AND b.hour_utc >= tally._retention_floor('hourly')
     UNION ALL
+    SELECT 'hourly_totals', b.account_id, b.hour_utc::text, NULL, NULL, NULL, %2$s
+    FROM folded b
+    WHERE b.hour_utc >= date_trunc('hour', $1, 'UTC') AND b.hour_utc < $2 AND b.hour_utc >= tally._retention_floor('hourly')
+    UNION ALL
     SELECT 'daily', b.account_id, b.local_day::text, b.dim_key, NULL, NULL, %2$s FROM days b
     UNION ALL
     SELECT 'monthly', b.account_id, date_trunc('month', b.local_day)::date::text, b.dim_key, NULL, NULL, %2$s FROM months b
@@ -4800,6 +4838,10 @@ BEGIN
     -- the stored rows of the same buckets
     SELECT 'hourly' AS grain, u.account_id, u.bucket::text AS bucket, u.dim_key, NULL::text AS dimension, NULL::text AS value, %4$s AS m
     FROM tally.usage_hourly u
+    WHERE u.bucket >= date_trunc('hour', $1, 'UTC') AND u.bucket < $2 AND u.bucket >= tally._retention_floor('hourly')
+    UNION ALL
+    SELECT 'hourly_totals', u.account_id, u.bucket::text, NULL, NULL, NULL, %4$s
+    FROM tally.usage_hourly_totals u
     WHERE u.bucket >= date_trunc('hour', $1, 'UTC') AND u.bucket < $2 AND u.bucket >= tally._retention_floor('hourly')
     UNION ALL
     SELECT 'daily', u.account_id, u.bucket::text, u.dim_key, NULL, NULL, %4$s
@@ -4839,7 +4881,7 @@ $_$;
 -- Name: FUNCTION verify_rollups(p_from timestamp with time zone, p_to timestamp with time zone); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.verify_rollups(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Compares every hourly, daily and monthly bucket that overlaps [p_from, p_to) (at most 400 days), and its rows by dimension, with the folded raw events (id <= watermark), metric by metric (every metric of tally._rollup_metrics(); hourly and daily buckets past their retention are skipped). Refuses a range starting before the retention of raw events (past_retention, 22023). Returns one row per bucket and dimension tuple (grains hourly, daily, monthly: dim_key) or dimension value (grains daily_by_dimension, monthly_by_dimension: dimension, value) that differs (expected from events, actual stored; NULL when missing); no rows = consistent. A mismatch is repaired with tally.recompute_rollups over the same range. Service callers only.';
+COMMENT ON FUNCTION tally.verify_rollups(p_from timestamp with time zone, p_to timestamp with time zone) IS 'Compares every hourly, daily and monthly bucket that overlaps [p_from, p_to) (at most 400 days), its hourly totals and its rows by dimension, with the folded raw events (id <= watermark), metric by metric (every metric of tally._rollup_metrics(); hourly and daily buckets past their retention are skipped). Refuses a range starting before the retention of raw events (past_retention, 22023). Returns one row per bucket and dimension tuple (grains hourly, daily, monthly: dim_key), per hour (grain hourly_totals) or per dimension value (grains daily_by_dimension, monthly_by_dimension: dimension, value) that differs (expected from events, actual stored; NULL when missing); no rows = consistent. A mismatch is repaired with tally.recompute_rollups over the same range. Service callers only.';
 
 --
 -- Name: void_events(bigint[], text); Type: FUNCTION; Schema: tally; Owner: -
@@ -6076,6 +6118,45 @@ CREATE VIEW tally.usage_hourly_live WITH (security_invoker='true') AS
 COMMENT ON VIEW tally.usage_hourly_live IS 'tally.usage_hourly plus the events not folded yet: exact usage per the UTC hour and dimension tuple at any moment. Filter on account_id and bucket; the cost is the matching rows plus the unfolded tail.';
 
 --
+-- Name: usage_hourly_totals; Type: TABLE; Schema: tally; Owner: -
+--
+
+CREATE TABLE tally.usage_hourly_totals (
+    account_id uuid NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    requests bigint NOT NULL,
+    successful bigint NOT NULL,
+    failed bigint NOT NULL,
+    cached bigint NOT NULL,
+    files numeric NOT NULL,
+    bytes numeric NOT NULL,
+    tokens_in numeric NOT NULL,
+    tokens_out numeric NOT NULL,
+    cost_usd numeric NOT NULL,
+    potential_cost_usd numeric NOT NULL,
+    quantity numeric NOT NULL,
+    latency_count bigint NOT NULL,
+    latency_sum numeric NOT NULL,
+    latency_max integer,
+    latency_hist bigint[] NOT NULL,
+    unpriced bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT usage_hourly_totals_latency_hist_check CHECK ((cardinality(latency_hist) = 42))
+)
+WITH (fillfactor='90');
+
+--
+-- Name: TABLE usage_hourly_totals; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON TABLE tally.usage_hourly_totals IS 'Usage per account and UTC hour (bucket), whatever the dimension tuple: the metrics of usage_hourly, equal to the sum of the hour''s usage_hourly rows. For questions by hour that filter nothing. Written only by tally.run_rollups and the corrections; kept for retention.hourly; members read their accounts'' rows.';
+
+--
+-- Name: COLUMN usage_hourly_totals.bucket; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON COLUMN tally.usage_hourly_totals.bucket IS 'The UTC hour (its start).';
+
+--
 -- Name: usage_monthly; Type: TABLE; Schema: tally; Owner: -
 --
 
@@ -6664,6 +6745,13 @@ ALTER TABLE ONLY tally.usage_hourly
     ADD CONSTRAINT usage_hourly_pkey PRIMARY KEY (account_id, bucket, dim_key);
 
 --
+-- Name: usage_hourly_totals usage_hourly_totals_pkey; Type: CONSTRAINT; Schema: tally; Owner: -
+--
+
+ALTER TABLE ONLY tally.usage_hourly_totals
+    ADD CONSTRAINT usage_hourly_totals_pkey PRIMARY KEY (account_id, bucket);
+
+--
 -- Name: usage_monthly_by_dimension usage_monthly_by_dimension_key; Type: CONSTRAINT; Schema: tally; Owner: -
 --
 
@@ -7082,6 +7170,36 @@ CREATE POLICY usage_hourly_member_read ON tally.usage_hourly FOR SELECT TO authe
 --
 
 CREATE POLICY usage_hourly_service_read ON tally.usage_hourly FOR SELECT TO service_role USING (true);
+
+--
+-- Name: usage_hourly_totals; Type: ROW SECURITY; Schema: tally; Owner: -
+--
+
+ALTER TABLE tally.usage_hourly_totals ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: usage_hourly_totals usage_hourly_totals_member_read; Type: POLICY; Schema: tally; Owner: -
+--
+
+CREATE POLICY usage_hourly_totals_member_read ON tally.usage_hourly_totals FOR SELECT TO authenticated USING ((account_id = ANY (( SELECT tally._my_account_ids() AS _my_account_ids)::uuid[])));
+
+--
+-- Name: POLICY usage_hourly_totals_member_read ON usage_hourly_totals; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON POLICY usage_hourly_totals_member_read ON tally.usage_hourly_totals IS 'Members read the rows of their accounts.';
+
+--
+-- Name: usage_hourly_totals usage_hourly_totals_service_read; Type: POLICY; Schema: tally; Owner: -
+--
+
+CREATE POLICY usage_hourly_totals_service_read ON tally.usage_hourly_totals FOR SELECT TO service_role USING (true);
+
+--
+-- Name: POLICY usage_hourly_totals_service_read ON usage_hourly_totals; Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON POLICY usage_hourly_totals_service_read ON tally.usage_hourly_totals IS 'service_role reads every row.';
 
 --
 -- Name: usage_monthly; Type: ROW SECURITY; Schema: tally; Owner: -
@@ -7956,6 +8074,13 @@ GRANT SELECT ON TABLE tally.usage_hourly TO service_role;
 
 GRANT SELECT ON TABLE tally.usage_hourly_live TO authenticated;
 GRANT SELECT ON TABLE tally.usage_hourly_live TO service_role;
+
+--
+-- Name: TABLE usage_hourly_totals; Type: ACL; Schema: tally; Owner: -
+--
+
+GRANT SELECT ON TABLE tally.usage_hourly_totals TO authenticated;
+GRANT SELECT ON TABLE tally.usage_hourly_totals TO service_role;
 
 --
 -- Name: TABLE usage_monthly; Type: ACL; Schema: tally; Owner: -

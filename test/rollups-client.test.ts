@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTally, type Tally } from '../src/client/client.ts';
 import { ForbiddenError, InvalidInputError, InvalidParameterError, NotFoundError } from '../src/client/errors.ts';
 import { differingMetrics } from '../src/client/rollups.ts';
+import { formatVerify, verifyRollups } from '../src/cli/verify.ts';
 import { migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { as, createUser, user } from './helpers/personas.ts';
 
@@ -103,6 +104,23 @@ describe('rollup wrappers', () => {
     expect(rebuilt.rebuiltBuckets.daily).toBeGreaterThanOrEqual(1);
     expect(rebuilt.watermark).toMatch(/^\d+$/);
     expect(rebuilt.from).toBeInstanceOf(Date);
+    expect(await tally.verifyRollups(range())).toEqual([]);
+  });
+
+  it('verifyRollups types a damaged hourly total (grain hourly_totals, no dimKey, no dimension); the CLI text names it', async () => {
+    const account = await tally.createAccount({ name: 'Verify totals' });
+    await tally.recordEvents([{ accountId: account.id, eventType: 'api_request', latencyMs: 12 }]);
+    await drain();
+    await db.pool.query('update tally.usage_hourly_totals set requests = requests + 2 where account_id = $1', [account.id]);
+    const found = await tally.verifyRollups(range());
+    expect(found).toHaveLength(1);
+    expect(found[0]).toMatchObject({ grain: 'hourly_totals', accountId: account.id, dimKey: null, dimension: null, value: null });
+    expect(found[0]!.bucket).toMatch(/^\d{4}-\d{2}-\d{2} \d{2}:00:00\+00$/);
+    expect(differingMetrics(found[0]!)).toEqual({ requests: { expected: 1, actual: 3 } });
+    const { from, to } = range();
+    const text = formatVerify(await verifyRollups(db.url, from, to));
+    expect(text).toContain(`hourly_totals ${found[0]!.bucket} account ${account.id} all tuples: requests expected 1 stored 3`);
+    await tally.recomputeRollups(range());
     expect(await tally.verifyRollups(range())).toEqual([]);
   });
 

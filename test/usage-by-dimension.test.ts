@@ -11,9 +11,9 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigrations } from '../src/database/migrate.ts';
-import { seededRandom } from '../src/seeded-random.ts';
 import { emptyDatabase, migratedDatabase, type TestDatabase } from './helpers/db.ts';
 import { migrateBefore } from './helpers/partial-migrate.ts';
+import { randomEvents } from './helpers/random-events.ts';
 import { createAccount, createApiKey, recordEvents, setSetting } from './helpers/ledger.ts';
 import { anon, as, createUser, service, user } from './helpers/personas.ts';
 
@@ -97,35 +97,9 @@ async function count(table: string, ids = accounts): Promise<number> {
 const verify = async (from = '2026-01-01', to = '2026-12-31') =>
   (await db.pool.query('select grain, account_id, bucket, dim_key, dimension, value, expected, actual from tally.verify_rollups($1::timestamptz, $2::timestamptz) order by 1, 2, 3, 5, 6', [from, to])).rows;
 
-/** Events with every dimension drawn from small sets (absent values included), around both of New York's DST changes. */
-function events(keys: Record<string, string[]>, n: number, seed: number) {
-  const random = seededRandom(seed);
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
-  const windows = [Date.parse('2026-02-25T00:00:00Z'), Date.parse('2026-10-28T00:00:00Z')];
-  return Array.from({ length: n }, () => {
-    const account = pick(accounts);
-    const key = pick([...keys[account]!, undefined]);
-    const tokens = random() < 0.3;
-    return {
-      ...(key ? { api_key_id: key } : { account_id: account }),
-      event_type: pick(['api_request', 'llm_call', 'file_upload']),
-      occurred_at: new Date(pick(windows) + Math.floor(random() * 14 * 86_400_000)).toISOString(),
-      provider: pick(['openai', 'anthropic', undefined]),
-      model: pick(['m-1', 'm-2', undefined]),
-      endpoint: pick(['/v1/a', '/v1/b', undefined]),
-      file_type: pick(['image/png', 'text/csv', undefined]),
-      status_code: pick([200, 201, 404, 503, undefined]),
-      latency_ms: pick([undefined, 0, 3, Math.floor(random() * 5000), 2_000_000]),
-      bytes: pick([undefined, Math.floor(random() * 10_000)]),
-      files: pick([undefined, 1, 2]),
-      tokens_in: tokens ? Math.floor(random() * 1000) : undefined,
-      tokens_out: tokens ? Math.floor(random() * 100) : undefined,
-      cost_usd: pick([undefined, '0', '0.000123', '1.5']),
-      cached: random() < 0.2,
-      quantity: pick([undefined, '2.5']),
-    };
-  });
-}
+/** Events around both of New York's DST changes. */
+const events = (keys: Record<string, string[]>, n: number, seed: number) =>
+  randomEvents({ keys, n, seed, windows: [Date.parse('2026-02-25T00:00:00Z'), Date.parse('2026-10-28T00:00:00Z')], days: 14 });
 
 describe('rows by dimension', () => {
   let keys: Record<string, string[]> = {};

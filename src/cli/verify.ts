@@ -14,7 +14,7 @@ export interface Mismatch {
   grain: RollupMismatch['grain'];
   accountId: string;
   bucket: string;
-  /** The dimension tuple (hourly, daily, monthly), else null. */
+  /** The dimension tuple (hourly, daily, monthly), else null (hourly_totals: the hour's totals). */
   dimKey: string | null;
   /** The dimension and its value (grains by dimension), else null. */
   dimension: string | null;
@@ -56,13 +56,13 @@ const shown = (v: unknown): string => (typeof v === 'string' ? v : JSON.stringif
 
 export function formatVerify(report: VerifyReport, limit = 20): string {
   const range = `${report.from.toISOString()} to ${report.to.toISOString()}`;
-  if (report.mismatches.length === 0) return `rollups consistent with the raw events from ${range} (hourly, daily, monthly, and by dimension)`;
+  if (report.mismatches.length === 0) return `rollups consistent with the raw events from ${range} (hourly, hourly totals, daily, monthly, and by dimension)`;
   const lines = [`${report.mismatches.length} bucket(s) differ from the raw events from ${range}:`];
   for (const m of report.mismatches.slice(0, limit)) {
     const what = Object.entries(m.metrics)
       .map(([name, v]) => `${name} expected ${shown(v.expected)} stored ${shown(v.actual)}`)
       .join('; ');
-    const which = m.dimKey === null ? `${m.dimension} ${m.value ?? '(none)'}` : `dims ${m.dimKey}`;
+    const which = m.dimKey !== null ? `dims ${m.dimKey}` : m.dimension !== null ? `${m.dimension} ${m.value ?? '(none)'}` : 'all tuples';
     lines.push(`  ${m.grain} ${m.bucket} account ${m.accountId} ${which}: ${what}`);
   }
   if (report.mismatches.length > limit) lines.push(`  … and ${report.mismatches.length - limit} more (--json lists all)`);

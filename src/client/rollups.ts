@@ -115,7 +115,7 @@ const usageMetrics = z.record(z.string(), z.unknown()).transform((raw, ctx): Usa
 
 const mismatchRow = z
   .object({
-    grain: z.enum(['hourly', 'daily', 'monthly', 'daily_by_dimension', 'monthly_by_dimension']),
+    grain: z.enum(['hourly', 'hourly_totals', 'daily', 'monthly', 'daily_by_dimension', 'monthly_by_dimension']),
     account_id: uuid,
     bucket: z.string(),
     dim_key: uuid.nullable(),
@@ -139,8 +139,9 @@ const mismatchRow = z
  * One bucket and dimension tuple whose stored aggregate differs from its folded raw events.
  * `bucket`: the hour (UTC, `2026-05-01 13:00:00+00`) or the account-local day or month start
  * (`2026-05-01`). The hourly, daily and monthly grains name the dimension tuple by `dimKey`;
- * the grains by dimension (`daily_by_dimension`, `monthly_by_dimension`) name the `dimension`
- * and its `value` (null: events without one) instead, and their `dimKey` is null.
+ * `hourly_totals` (an account's hour, whatever the tuple) has none; the grains by dimension
+ * (`daily_by_dimension`, `monthly_by_dimension`) name the `dimension` and its `value` (null:
+ * events without one) instead, and their `dimKey` is null.
  * `expected` (from the events) or `actual` (stored) is null when that side has no row.
  */
 export type RollupMismatch = z.output<typeof mismatchRow>;
