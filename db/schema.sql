@@ -2083,9 +2083,9 @@ CREATE FUNCTION tally._usage_between(p_account_id uuid, p_lo timestamp with time
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
-    AS $_$
+    AS $$
+#variable_conflict use_column
 DECLARE
-  v_parts   record := tally._usage_sql_parts();
   v_tz      text;
   v_i       integer;
   v_lo      timestamptz;
@@ -2098,9 +2098,6 @@ DECLARE
   v_edge    record;
   v_h1      timestamptz;
   v_h2      timestamptz;
-  v_filters text := '';
-  v_columns constant text[] := ARRAY['api_key_id', 'event_type', 'provider', 'model', 'endpoint', 'file_type'];
-  v_given   boolean[];
 BEGIN
   SELECT a.timezone INTO v_tz FROM tally.accounts a WHERE a.id = p_account_id;
   FOR v_i IN 1..coalesce(cardinality(p_lo), 0) LOOP
@@ -2146,63 +2143,55 @@ BEGIN
     END LOOP;
   END LOOP;
 
-  v_given := ARRAY[p_api_key_ids IS NOT NULL, p_event_types IS NOT NULL, p_providers IS NOT NULL,
-                   p_models IS NOT NULL, p_endpoints IS NOT NULL, p_file_types IS NOT NULL];
-  FOR v_i IN 1..6 LOOP
-    IF v_given[v_i] THEN
-      v_filters := v_filters || format(' AND e.%I = ANY ($%s)', v_columns[v_i], 10 + v_i);
-    END IF;
-  END LOOP;
-
-  RETURN QUERY EXECUTE format($q$
+  RETURN QUERY
     SELECT y.idx, y.requests, y.successful, y.failed, y.cached, y.files, y.bytes, y.tokens_in, y.tokens_out,
            y.cost_usd, y.potential_cost_usd, y.quantity, y.unpriced, y.latency_count, y.latency_sum, y.latency_max, y.latency_hist
     FROM (
-      SELECT x.idx, %1$s
+      SELECT x.idx, coalesce(sum(x.requests), 0)::bigint AS requests, coalesce(sum(x.successful), 0)::bigint AS successful, coalesce(sum(x.failed), 0)::bigint AS failed, coalesce(sum(x.cached), 0)::bigint AS cached, coalesce(sum(x.files), 0)::numeric AS files, coalesce(sum(x.bytes), 0)::numeric AS bytes, coalesce(sum(x.tokens_in), 0)::numeric AS tokens_in, coalesce(sum(x.tokens_out), 0)::numeric AS tokens_out, coalesce(sum(x.cost_usd), 0)::numeric AS cost_usd, coalesce(sum(x.potential_cost_usd), 0)::numeric AS potential_cost_usd, coalesce(sum(x.quantity), 0)::numeric AS quantity, coalesce(sum(x.latency_count), 0)::bigint AS latency_count, coalesce(sum(x.latency_sum), 0)::numeric AS latency_sum, max(x.latency_max) AS latency_max, ARRAY[coalesce(sum(x.h0), 0)::bigint, coalesce(sum(x.h1), 0)::bigint, coalesce(sum(x.h2), 0)::bigint, coalesce(sum(x.h3), 0)::bigint, coalesce(sum(x.h4), 0)::bigint, coalesce(sum(x.h5), 0)::bigint, coalesce(sum(x.h6), 0)::bigint, coalesce(sum(x.h7), 0)::bigint, coalesce(sum(x.h8), 0)::bigint, coalesce(sum(x.h9), 0)::bigint, coalesce(sum(x.h10), 0)::bigint, coalesce(sum(x.h11), 0)::bigint, coalesce(sum(x.h12), 0)::bigint, coalesce(sum(x.h13), 0)::bigint, coalesce(sum(x.h14), 0)::bigint, coalesce(sum(x.h15), 0)::bigint, coalesce(sum(x.h16), 0)::bigint, coalesce(sum(x.h17), 0)::bigint, coalesce(sum(x.h18), 0)::bigint, coalesce(sum(x.h19), 0)::bigint, coalesce(sum(x.h20), 0)::bigint, coalesce(sum(x.h21), 0)::bigint, coalesce(sum(x.h22), 0)::bigint, coalesce(sum(x.h23), 0)::bigint, coalesce(sum(x.h24), 0)::bigint, coalesce(sum(x.h25), 0)::bigint, coalesce(sum(x.h26), 0)::bigint, coalesce(sum(x.h27), 0)::bigint, coalesce(sum(x.h28), 0)::bigint, coalesce(sum(x.h29), 0)::bigint, coalesce(sum(x.h30), 0)::bigint, coalesce(sum(x.h31), 0)::bigint, coalesce(sum(x.h32), 0)::bigint, coalesce(sum(x.h33), 0)::bigint, coalesce(sum(x.h34), 0)::bigint, coalesce(sum(x.h35), 0)::bigint, coalesce(sum(x.h36), 0)::bigint, coalesce(sum(x.h37), 0)::bigint, coalesce(sum(x.h38), 0)::bigint, coalesce(sum(x.h39), 0)::bigint, coalesce(sum(x.h40), 0)::bigint, coalesce(sum(x.h41), 0)::bigint] AS latency_hist, coalesce(sum(x.unpriced), 0)::bigint AS unpriced
       FROM (
         -- whole days
-        SELECT d.idx, %2$s
-        FROM unnest($2::integer[], $3::date[], $4::date[]) AS d(idx, from_day, to_day)
-        JOIN (SELECT r.day, %4$s
-              FROM tally._usage_by($1, 'day', NULL, NULL, (SELECT min(f) FROM unnest($3::date[]) f), (SELECT max(t) FROM unnest($4::date[]) t), NULL,
-                                   $11, $12, $13, $14, $15, $16) r
-              WHERE cardinality($2::integer[]) > 0) u ON u.day BETWEEN d.from_day AND d.to_day
+        SELECT d.idx, u.requests, u.successful, u.failed, u.cached, u.files, u.bytes, u.tokens_in, u.tokens_out, u.cost_usd, u.potential_cost_usd, u.quantity, u.latency_count, u.latency_sum, u.latency_max, u.latency_hist[1] AS h0, u.latency_hist[2] AS h1, u.latency_hist[3] AS h2, u.latency_hist[4] AS h3, u.latency_hist[5] AS h4, u.latency_hist[6] AS h5, u.latency_hist[7] AS h6, u.latency_hist[8] AS h7, u.latency_hist[9] AS h8, u.latency_hist[10] AS h9, u.latency_hist[11] AS h10, u.latency_hist[12] AS h11, u.latency_hist[13] AS h12, u.latency_hist[14] AS h13, u.latency_hist[15] AS h14, u.latency_hist[16] AS h15, u.latency_hist[17] AS h16, u.latency_hist[18] AS h17, u.latency_hist[19] AS h18, u.latency_hist[20] AS h19, u.latency_hist[21] AS h20, u.latency_hist[22] AS h21, u.latency_hist[23] AS h22, u.latency_hist[24] AS h23, u.latency_hist[25] AS h24, u.latency_hist[26] AS h25, u.latency_hist[27] AS h26, u.latency_hist[28] AS h27, u.latency_hist[29] AS h28, u.latency_hist[30] AS h29, u.latency_hist[31] AS h30, u.latency_hist[32] AS h31, u.latency_hist[33] AS h32, u.latency_hist[34] AS h33, u.latency_hist[35] AS h34, u.latency_hist[36] AS h35, u.latency_hist[37] AS h36, u.latency_hist[38] AS h37, u.latency_hist[39] AS h38, u.latency_hist[40] AS h39, u.latency_hist[41] AS h40, u.latency_hist[42] AS h41, u.unpriced
+        FROM unnest(v_day_idx, v_day_from, v_day_to) AS d(idx, from_day, to_day)
+        JOIN (SELECT r.day, r.requests, r.successful, r.failed, r.cached, r.files, r.bytes, r.tokens_in, r.tokens_out, r.cost_usd, r.potential_cost_usd, r.quantity, r.latency_count, r.latency_sum, r.latency_max, r.latency_hist, r.unpriced
+              FROM tally._usage_by(p_account_id, 'day', NULL, NULL, (SELECT min(f) FROM unnest(v_day_from) f), (SELECT max(t) FROM unnest(v_day_to) t), NULL,
+                                   p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types) r
+              WHERE cardinality(v_day_idx) > 0) u ON u.day BETWEEN d.from_day AND d.to_day
         UNION ALL
         -- whole hours
-        SELECT h.idx, %2$s
-        FROM unnest($5::integer[], $6::timestamptz[], $7::timestamptz[]) AS h(idx, lo, hi)
-        JOIN (SELECT r.hour, %4$s
-              FROM tally._usage_by($1, 'hour', $6, $7, NULL, NULL, NULL, $11, $12, $13, $14, $15, $16) r
-              WHERE cardinality($5::integer[]) > 0) u ON u.hour >= h.lo AND u.hour < h.hi
+        SELECT h.idx, u.requests, u.successful, u.failed, u.cached, u.files, u.bytes, u.tokens_in, u.tokens_out, u.cost_usd, u.potential_cost_usd, u.quantity, u.latency_count, u.latency_sum, u.latency_max, u.latency_hist[1] AS h0, u.latency_hist[2] AS h1, u.latency_hist[3] AS h2, u.latency_hist[4] AS h3, u.latency_hist[5] AS h4, u.latency_hist[6] AS h5, u.latency_hist[7] AS h6, u.latency_hist[8] AS h7, u.latency_hist[9] AS h8, u.latency_hist[10] AS h9, u.latency_hist[11] AS h10, u.latency_hist[12] AS h11, u.latency_hist[13] AS h12, u.latency_hist[14] AS h13, u.latency_hist[15] AS h14, u.latency_hist[16] AS h15, u.latency_hist[17] AS h16, u.latency_hist[18] AS h17, u.latency_hist[19] AS h18, u.latency_hist[20] AS h19, u.latency_hist[21] AS h20, u.latency_hist[22] AS h21, u.latency_hist[23] AS h22, u.latency_hist[24] AS h23, u.latency_hist[25] AS h24, u.latency_hist[26] AS h25, u.latency_hist[27] AS h26, u.latency_hist[28] AS h27, u.latency_hist[29] AS h28, u.latency_hist[30] AS h29, u.latency_hist[31] AS h30, u.latency_hist[32] AS h31, u.latency_hist[33] AS h32, u.latency_hist[34] AS h33, u.latency_hist[35] AS h34, u.latency_hist[36] AS h35, u.latency_hist[37] AS h36, u.latency_hist[38] AS h37, u.latency_hist[39] AS h38, u.latency_hist[40] AS h39, u.latency_hist[41] AS h40, u.latency_hist[42] AS h41, u.unpriced
+        FROM unnest(v_hour_idx, v_hour_lo, v_hour_hi) AS h(idx, lo, hi)
+        JOIN (SELECT r.hour, r.requests, r.successful, r.failed, r.cached, r.files, r.bytes, r.tokens_in, r.tokens_out, r.cost_usd, r.potential_cost_usd, r.quantity, r.latency_count, r.latency_sum, r.latency_max, r.latency_hist, r.unpriced
+              FROM tally._usage_by(p_account_id, 'hour', v_hour_lo, v_hour_hi, NULL, NULL, NULL,
+                                   p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types) r
+              WHERE cardinality(v_hour_idx) > 0) u ON u.hour >= h.lo AND u.hour < h.hi
         UNION ALL
         -- the pieces of hours, from the raw events (folded or not)
-        SELECT r.idx, %3$s
-        FROM unnest($8::integer[], $9::timestamptz[], $10::timestamptz[]) AS r(idx, lo, hi)
+        SELECT r.idx, count(*), count(*) FILTER (WHERE e.success), count(*) FILTER (WHERE NOT e.success), count(*) FILTER (WHERE e.cached), coalesce(sum(e.files), 0), coalesce(sum(e.bytes), 0), coalesce(sum(e.tokens_in), 0), coalesce(sum(e.tokens_out), 0), coalesce(sum(e.cost_usd), 0), coalesce(sum(e.potential_cost_usd), 0), sum(e.quantity), count(e.latency_ms), coalesce(sum(e.latency_ms), 0), max(e.latency_ms), count(*) FILTER (WHERE (e.latency_ms) < 1), count(*) FILTER (WHERE (e.latency_ms) >= 1 AND (e.latency_ms) < 2), count(*) FILTER (WHERE (e.latency_ms) >= 2 AND (e.latency_ms) < 3), count(*) FILTER (WHERE (e.latency_ms) >= 3 AND (e.latency_ms) < 4), count(*) FILTER (WHERE (e.latency_ms) >= 4 AND (e.latency_ms) < 6), count(*) FILTER (WHERE (e.latency_ms) >= 6 AND (e.latency_ms) < 8), count(*) FILTER (WHERE (e.latency_ms) >= 8 AND (e.latency_ms) < 11), count(*) FILTER (WHERE (e.latency_ms) >= 11 AND (e.latency_ms) < 16), count(*) FILTER (WHERE (e.latency_ms) >= 16 AND (e.latency_ms) < 23), count(*) FILTER (WHERE (e.latency_ms) >= 23 AND (e.latency_ms) < 32), count(*) FILTER (WHERE (e.latency_ms) >= 32 AND (e.latency_ms) < 45), count(*) FILTER (WHERE (e.latency_ms) >= 45 AND (e.latency_ms) < 64), count(*) FILTER (WHERE (e.latency_ms) >= 64 AND (e.latency_ms) < 91), count(*) FILTER (WHERE (e.latency_ms) >= 91 AND (e.latency_ms) < 128), count(*) FILTER (WHERE (e.latency_ms) >= 128 AND (e.latency_ms) < 181), count(*) FILTER (WHERE (e.latency_ms) >= 181 AND (e.latency_ms) < 256), count(*) FILTER (WHERE (e.latency_ms) >= 256 AND (e.latency_ms) < 362), count(*) FILTER (WHERE (e.latency_ms) >= 362 AND (e.latency_ms) < 512), count(*) FILTER (WHERE (e.latency_ms) >= 512 AND (e.latency_ms) < 724), count(*) FILTER (WHERE (e.latency_ms) >= 724 AND (e.latency_ms) < 1024), count(*) FILTER (WHERE (e.latency_ms) >= 1024 AND (e.latency_ms) < 1448), count(*) FILTER (WHERE (e.latency_ms) >= 1448 AND (e.latency_ms) < 2048), count(*) FILTER (WHERE (e.latency_ms) >= 2048 AND (e.latency_ms) < 2896), count(*) FILTER (WHERE (e.latency_ms) >= 2896 AND (e.latency_ms) < 4096), count(*) FILTER (WHERE (e.latency_ms) >= 4096 AND (e.latency_ms) < 5793), count(*) FILTER (WHERE (e.latency_ms) >= 5793 AND (e.latency_ms) < 8192), count(*) FILTER (WHERE (e.latency_ms) >= 8192 AND (e.latency_ms) < 11585), count(*) FILTER (WHERE (e.latency_ms) >= 11585 AND (e.latency_ms) < 16384), count(*) FILTER (WHERE (e.latency_ms) >= 16384 AND (e.latency_ms) < 23170), count(*) FILTER (WHERE (e.latency_ms) >= 23170 AND (e.latency_ms) < 32768), count(*) FILTER (WHERE (e.latency_ms) >= 32768 AND (e.latency_ms) < 46341), count(*) FILTER (WHERE (e.latency_ms) >= 46341 AND (e.latency_ms) < 65536), count(*) FILTER (WHERE (e.latency_ms) >= 65536 AND (e.latency_ms) < 92682), count(*) FILTER (WHERE (e.latency_ms) >= 92682 AND (e.latency_ms) < 131072), count(*) FILTER (WHERE (e.latency_ms) >= 131072 AND (e.latency_ms) < 185364), count(*) FILTER (WHERE (e.latency_ms) >= 185364 AND (e.latency_ms) < 262144), count(*) FILTER (WHERE (e.latency_ms) >= 262144 AND (e.latency_ms) < 370728), count(*) FILTER (WHERE (e.latency_ms) >= 370728 AND (e.latency_ms) < 524288), count(*) FILTER (WHERE (e.latency_ms) >= 524288 AND (e.latency_ms) < 741455), count(*) FILTER (WHERE (e.latency_ms) >= 741455 AND (e.latency_ms) < 1048576), count(*) FILTER (WHERE (e.latency_ms) >= 1048576 AND (e.latency_ms) < 1482910), count(*) FILTER (WHERE (e.latency_ms) >= 1482910), count(*) FILTER (WHERE (e.tokens_in IS NOT NULL OR e.tokens_out IS NOT NULL) AND (e.cost_usd IS NULL OR e.potential_cost_usd IS NULL))
+        FROM unnest(v_raw_idx, v_raw_lo, v_raw_hi) AS r(idx, lo, hi)
         -- one index range per piece (a join would read all the account's events once)
         CROSS JOIN LATERAL (
           SELECT e.* FROM tally.events e
-          WHERE e.account_id = $1 AND e.occurred_at >= r.lo AND e.occurred_at < r.hi
-            AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)%5$s
+          WHERE e.account_id = p_account_id AND e.occurred_at >= r.lo AND e.occurred_at < r.hi
+            AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+            AND (p_api_key_ids IS NULL OR e.api_key_id = ANY (p_api_key_ids))
+            AND (p_event_types IS NULL OR e.event_type = ANY (p_event_types))
+            AND (p_providers IS NULL OR e.provider = ANY (p_providers))
+            AND (p_models IS NULL OR e.model = ANY (p_models))
+            AND (p_endpoints IS NULL OR e.endpoint = ANY (p_endpoints))
+            AND (p_file_types IS NULL OR e.file_type = ANY (p_file_types))
         ) e
         GROUP BY r.idx
-      ) x(idx, %6$s)
+      ) x(idx, requests, successful, failed, cached, files, bytes, tokens_in, tokens_out, cost_usd, potential_cost_usd, quantity, latency_count, latency_sum, latency_max, h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11, h12, h13, h14, h15, h16, h17, h18, h19, h20, h21, h22, h23, h24, h25, h26, h27, h28, h29, h30, h31, h32, h33, h34, h35, h36, h37, h38, h39, h40, h41, unpriced)
       GROUP BY x.idx
-    ) y$q$,
-    v_parts.outer_sums, v_parts.stored, v_parts.tail,
-    -- a row of tally._usage_by as the columns of a stored row
-    'r.requests, r.successful, r.failed, r.cached, r.files, r.bytes, r.tokens_in, r.tokens_out, r.cost_usd, r.potential_cost_usd, '
-    'r.quantity, r.latency_count, r.latency_sum, r.latency_max, r.latency_hist, r.unpriced',
-    v_filters, v_parts.columns)
-  USING p_account_id, v_day_idx, v_day_from, v_day_to, v_hour_idx, v_hour_lo, v_hour_hi, v_raw_idx, v_raw_lo, v_raw_hi,
-        p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types;
+    ) y;
 END
-$_$;
+$$;
 
 --
 -- Name: FUNCTION _usage_between(p_account_id uuid, p_lo timestamp with time zone[], p_hi timestamp with time zone[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._usage_between(p_account_id uuid, p_lo timestamp with time zone[], p_hi timestamp with time zone[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) IS 'The usage of one account in exact instant ranges [p_lo[i], p_hi[i]), one row per range with events (idx = i), as raw sums: whole local days from the daily aggregates, the remaining whole UTC hours from the hourly ones (both with the tail), and the pieces of hours at the edges from the raw events. Callers check access and arguments first.';
+COMMENT ON FUNCTION tally._usage_between(p_account_id uuid, p_lo timestamp with time zone[], p_hi timestamp with time zone[], p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) IS 'The usage of one account in exact instant ranges [p_lo[i], p_hi[i]), one row per range with events (idx = i), as raw sums: whole local days from the daily aggregates, the remaining whole UTC hours from the hourly ones (their totals when nothing is filtered), both with the tail, and the pieces of hours at the edges from the raw events. The statement is written into the function from tally._usage_sql_parts() (planned once per session). Callers check access and arguments first.';
 
 --
 -- Name: _usage_by(uuid, text, timestamp with time zone[], timestamp with time zone[], date, date, text[], uuid[], text[], text[], text[], text[], text[], date); Type: FUNCTION; Schema: tally; Owner: -
@@ -2643,7 +2632,8 @@ CREATE FUNCTION tally.compare_periods(p_account_id uuid, p_period text DEFAULT '
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET "TimeZone" TO 'UTC'
     SET jit TO 'off'
-    AS $_$
+    AS $$
+#variable_conflict use_column
 DECLARE
   v_tz         text := tally._require_usage_reader(p_account_id);
   v_local      timestamp;
@@ -2670,17 +2660,29 @@ BEGIN
                                                   p_period, date_trunc('hour', tally._retention_floor('hourly'), 'UTC')));
   END IF;
 
-  RETURN QUERY EXECUTE format($q$
+  RETURN QUERY
     WITH sums AS (
-      SELECT i.idx, %1$s
+      SELECT i.idx, 
+      coalesce(r.requests, 0)::bigint AS requests, coalesce(r.successful, 0)::bigint AS successful,
+      coalesce(r.failed, 0)::bigint AS failed, coalesce(r.cached, 0)::bigint AS cached,
+      CASE WHEN coalesce(r.requests, 0) > 0 THEN round(100.0 * r.cached / r.requests, 2) ELSE 0.00 END AS cache_hit_pct,
+      coalesce(r.files, 0) AS files, coalesce(r.bytes, 0) AS bytes,
+      coalesce(r.tokens_in, 0) AS tokens_in, coalesce(r.tokens_out, 0) AS tokens_out,
+      coalesce(r.tokens_in, 0) + coalesce(r.tokens_out, 0) AS tokens_total,
+      coalesce(r.cost_usd, 0) AS cost_usd, coalesce(r.potential_cost_usd, 0) AS potential_cost_usd,
+      coalesce(r.potential_cost_usd, 0) - coalesce(r.cost_usd, 0) AS savings_usd,
+      coalesce(r.quantity, 0) AS quantity, coalesce(r.unpriced, 0)::bigint AS unpriced,
+      round(r.latency_sum / nullif(r.latency_count, 0), 2) AS avg_latency_ms,
+      r_pct.p50 AS p50_latency_ms, r_pct.p95 AS p95_latency_ms, r_pct.p99 AS p99_latency_ms
       FROM unnest(ARRAY[1, 2]) AS i(idx)
-      LEFT JOIN tally._usage_between($1, ARRAY[$2, $4], ARRAY[$3, $5], $6, $7, $8, $9, $10, $11) r ON r.idx = i.idx
+      LEFT JOIN tally._usage_between(p_account_id, ARRAY[v_cur_from, v_prev_from], ARRAY[p_at, v_prev_to],
+                                     p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types) r ON r.idx = i.idx
       CROSS JOIN LATERAL tally._latency_percentiles(r.latency_hist, r.latency_max) AS r_pct
     )
     SELECT m.metric, m.cur, m.prev, m.cur - m.prev,
            CASE WHEN m.prev IS NOT NULL AND m.prev <> 0 THEN round(100 * (m.cur - m.prev) / abs(m.prev), 2) END,
-           $2, $3, $4, $5
-    FROM (SELECT * FROM sums WHERE idx = 1) c CROSS JOIN (SELECT * FROM sums WHERE idx = 2) p
+           v_cur_from, p_at, v_prev_from, v_prev_to
+    FROM (SELECT * FROM sums WHERE sums.idx = 1) c CROSS JOIN (SELECT * FROM sums WHERE sums.idx = 2) p
     CROSS JOIN LATERAL (VALUES
       (1, 'requests', c.requests::numeric, p.requests::numeric), (2, 'successful', c.successful, p.successful),
       (3, 'failed', c.failed, p.failed), (4, 'cached', c.cached, p.cached), (5, 'cache_hit_pct', c.cache_hit_pct, p.cache_hit_pct),
@@ -2691,17 +2693,15 @@ BEGIN
       (15, 'unpriced', c.unpriced, p.unpriced), (16, 'avg_latency_ms', c.avg_latency_ms, p.avg_latency_ms),
       (17, 'p50_latency_ms', c.p50_latency_ms, p.p50_latency_ms), (18, 'p95_latency_ms', c.p95_latency_ms, p.p95_latency_ms),
       (19, 'p99_latency_ms', c.p99_latency_ms, p.p99_latency_ms)) AS m(ord, metric, cur, prev)
-    ORDER BY m.ord$q$, tally._usage_metrics_sql('r'))
-  USING p_account_id, v_cur_from, p_at, v_prev_from, v_prev_to,
-        p_api_key_ids, p_event_types, p_providers, p_models, p_endpoints, p_file_types;
+    ORDER BY m.ord;
 END
-$_$;
+$$;
 
 --
 -- Name: FUNCTION compare_periods(p_account_id uuid, p_period text, p_at timestamp with time zone, p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally.compare_periods(p_account_id uuid, p_period text, p_at timestamp with time zone, p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) IS 'This period so far against the same span of the previous one, in the account''s calendar: current = [start of the local day, ISO week (Monday) or month holding p_at, p_at); previous = [start of the period before, that start + the same elapsed time), capped at the current start. One row per metric of get_usage_series (same names, same order): current_value, previous_value, change, change_pct (NULL when the previous value is 0 or NULL), with both ranges. Exact to the instant: whole days from the daily rows, whole hours from the hourly rows, the pieces of hours from the raw events (the tail included). Filters as get_usage_series. Errors: invalid_parameter, past_retention (22023); forbidden (42501). Members of the account and service callers.';
+COMMENT ON FUNCTION tally.compare_periods(p_account_id uuid, p_period text, p_at timestamp with time zone, p_api_key_ids uuid[], p_event_types text[], p_providers text[], p_models text[], p_endpoints text[], p_file_types text[]) IS 'This period so far against the same span of the previous one, in the account''s calendar: current = [start of the local day, ISO week (Monday) or month holding p_at, p_at); previous = [start of the period before, that start + the same elapsed time), capped at the current start. One row per metric of get_usage_series (same names, same order): current_value, previous_value, change, change_pct (NULL when the previous value is 0 or NULL), with both ranges. Exact to the instant: whole local days from the daily rows, whole hours from the hourly rows (their totals when nothing is filtered), the pieces of hours from the raw events (the tail included). Filters as get_usage_series. Errors: invalid_parameter, past_retention (22023); forbidden (42501). Members of the account and service callers.';
 
 --
 -- Name: accounts; Type: TABLE; Schema: tally; Owner: -
