@@ -16,6 +16,11 @@
 -- and apply_retention deletes them with the hourly rows (retention.hourly). An existing
 -- installation gets them from its usage_hourly rows, which sum to them exactly.
 
+-- The rollups' lock first: a run_rollups that started before this migration and reached
+-- its lock after it would otherwise fold with the new fold but the old list of grains, and
+-- leave its window out of the totals.
+SELECT pg_advisory_xact_lock(hashtext('tally.run_rollups'));
+
 -- ---------------------------------------------------------------------------------------
 -- The table: every metric column of usage_hourly, keyed by (account, bucket)
 -- ---------------------------------------------------------------------------------------
@@ -447,6 +452,12 @@ $$;
 COMMENT ON FUNCTION tally._backfill_rollup_metric(text) IS
   'Migration helper: sets a new sum metric of every stored usage_hourly/daily/monthly row, of the hourly totals and of the rows by dimension, from the folded raw events (id <= watermark, not voided) and returns the rows changed per grain; rows whose raw events are past retention keep the default.';
 
+-- The settings name what they keep.
+UPDATE tally.settings SET description = 'How long tally.usage_hourly and tally.usage_hourly_totals rows are kept.'
+WHERE name = 'retention.hourly';
+UPDATE tally.settings SET description = 'How long tally.usage_daily and tally.usage_daily_by_dimension rows are kept. Monthly rows are kept forever.'
+WHERE name = 'retention.daily';
+
 -- ---------------------------------------------------------------------------------------
 -- Existing installations: the totals of the hourly rows already folded
 -- ---------------------------------------------------------------------------------------
@@ -456,7 +467,6 @@ DECLARE
   v_names text;
   v_sums  text;
 BEGIN
-  PERFORM pg_advisory_xact_lock(hashtext('tally.run_rollups'));
   SELECT string_agg(format('%I', m.name), ', ' ORDER BY m.ord),
          string_agg(CASE m.combine
            WHEN 'sum' THEN format('sum(u.%1$I)::%2$s', m.name, m.sql_type)
