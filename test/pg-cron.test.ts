@@ -171,9 +171,9 @@ describe.skipIf('skip' in server)(`the pg_cron recipe of docs/operations.md${rea
       const [, major, minor] = (/^(\d+)\.(\d+)/.exec(version[0]!.v) ?? []).map(Number) as [number, number, number]; // '1.4-1' on Debian 12
       if (major > 1 || minor >= 5) {
         await client.query(interval);
-        expect((await client.query("select schedule from cron.job where jobname = 'tally-rollups'")).rows[0].schedule).toBe('10 seconds');
+        expect((await client.query("select schedule from cron.job where jobname = 'tally-rollups'")).rows[0].schedule).toBe('5 seconds');
       } else {
-        await expect(client.query(interval)).rejects.toThrow(/invalid schedule: 10 seconds/);
+        await expect(client.query(interval)).rejects.toThrow(/invalid schedule: 5 seconds/);
       }
 
       // removing, as documented

@@ -8,7 +8,9 @@ import { z } from 'zod';
 import { SCHEDULED_JOBS } from '../src/worker/jobs.ts';
 import { startWorker, type Worker } from '../src/worker/worker.ts';
 import { cleanEnv, runCli } from './helpers/cli.ts';
+import { runMigrations } from '../src/database/migrate.ts';
 import { emptyDatabase, migratedDatabase, type TestDatabase } from './helpers/db.ts';
+import { migrateBefore } from './helpers/partial-migrate.ts';
 import { as, createUser, service, user } from './helpers/personas.ts';
 import { eventually } from './helpers/wait.ts';
 
@@ -114,7 +116,7 @@ describe('tally schedule', () => {
         expect(job).toMatchObject({ kind: 'cron', schedule: defined.cron });
         expect(Date.parse(job.nextRunAt ?? '')).toBeGreaterThan(Date.now() - 60_000);
       } else {
-        expect(job).toMatchObject({ kind: 'interval', schedule: '10 seconds', nextRunAt: null });
+        expect(job).toMatchObject({ kind: 'interval', schedule: '5 seconds', nextRunAt: null });
       }
     }
     // 17 3 * * * fires at 03:17 UTC
@@ -125,7 +127,7 @@ describe('tally schedule', () => {
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/^JOB +SCHEDULE \(UTC\) +SOURCE +DEFAULT +NEXT RUN +LAST RUN$/m);
     expect(text.stdout).toMatch(/^tally-heartbeat +\* \* \* \* \* +default +\* \* \* \* \* +\d{4}-\d\d-\d\d \d\d:\d\dZ +never run$/m);
-    expect(text.stdout).toMatch(/^tally-rollups +every 10 seconds +default +every 10 seconds +- +never run$/m);
+    expect(text.stdout).toMatch(/^tally-rollups +every 5 seconds +default +every 5 seconds +- +never run$/m);
     expect(text.stdout).toContain('the worker applies these at its first start');
   });
 
@@ -152,7 +154,7 @@ describe('tally schedule', () => {
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
     expect(result.stderr.trim()).toMatch(message);
     expect(await overrides()).toEqual([]);
-    expect(await rollupsInterval()).toBe('10 seconds');
+    expect(await rollupsInterval()).toBe('5 seconds');
   });
 
   it('set and disable before any worker ran are stored, and the first worker applies them', async () => {
@@ -284,7 +286,7 @@ describe('tally schedule', () => {
   it('tally-rollups takes an interval: written to rollups.interval, followed by a running worker without a restart', async () => {
     const set = await change('set', 'tally-rollups', '1s');
     expect(set).toMatchObject({
-      before: { kind: 'interval', schedule: '10 seconds', source: 'default', enabled: true },
+      before: { kind: 'interval', schedule: '5 seconds', source: 'default', enabled: true },
       after: { kind: 'interval', schedule: '1s', source: 'override', enabled: true },
       reaches: 'next-tick',
       nextRunAt: null,
@@ -292,7 +294,7 @@ describe('tally schedule', () => {
     expect(await rollupsInterval()).toBe('1s');
     expect(await overrides()).toEqual([]); // the interval lives in tally.settings
     // an interval equal to the default reads as the default, however it is written
-    expect(await change('set', 'tally-rollups', '10 s')).toMatchObject({ after: { schedule: '10 s', source: 'default' } });
+    expect(await change('set', 'tally-rollups', '5 s')).toMatchObject({ after: { schedule: '5 s', source: 'default' } });
     await change('set', 'tally-rollups', '1 second');
 
     await withWorker(async (_worker, log) => {
@@ -320,8 +322,8 @@ describe('tally schedule', () => {
     });
 
     const reset = await change('reset', 'tally-rollups');
-    expect(reset).toMatchObject({ after: { schedule: '10 seconds', source: 'default', enabled: true } });
-    expect(await rollupsInterval()).toBe('10 seconds');
+    expect(reset).toMatchObject({ after: { schedule: '5 seconds', source: 'default', enabled: true } });
+    expect(await rollupsInterval()).toBe('5 seconds');
     expect(await overrides()).toEqual([]);
   });
 
@@ -435,6 +437,29 @@ describe('tally schedule', () => {
       const help = await tally(sub, '--help');
       expect(help.code, sub).toBe(0);
       expect(help.stdout).toContain(`Usage: tally schedule ${sub}`);
+    }
+  });
+});
+
+describe('an installation upgraded to migration 40 (rollups every 5 seconds)', () => {
+  it('follows the new default when it ran on the old one, and keeps an interval set by hand', async () => {
+    const onDefault = await emptyDatabase();
+    const setByHand = await emptyDatabase();
+    try {
+      const setting = async (d: TestDatabase) =>
+        (await d.pool.query("select value, default_value from tally.settings where name = 'rollups.interval'")).rows[0];
+      for (const d of [onDefault, setByHand]) await migrateBefore(d.url, '00040_rollups-every-5-seconds.sql');
+      expect(await setting(onDefault)).toEqual({ value: '10 seconds', default_value: '10 seconds' });
+      await setByHand.pool.query("select tally.set_setting('rollups.interval', '30 seconds')");
+      for (const d of [onDefault, setByHand]) await runMigrations(d.url);
+      expect(await setting(onDefault)).toEqual({ value: '5 seconds', default_value: '5 seconds' });
+      expect(await setting(setByHand)).toEqual({ value: '30 seconds', default_value: '5 seconds' });
+      // resetting goes to the new default
+      await setByHand.pool.query("select tally.set_setting('rollups.interval', null)");
+      expect(await setting(setByHand)).toEqual({ value: '5 seconds', default_value: '5 seconds' });
+    } finally {
+      await onDefault.drop();
+      await setByHand.drop();
     }
   });
 });

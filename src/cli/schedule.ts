@@ -417,7 +417,7 @@ export function registerSchedule(program: Command): void {
     "override a job's schedule: a cron for the cron jobs, an interval for tally-rollups",
     "\nExamples:\n  tally schedule set tally-heartbeat '*/5 * * * *'     every 5 minutes (UTC)\n" +
       "  tally schedule set tally-retention '30 2 * * *'      02:30 UTC daily\n" +
-      '  tally schedule set tally-rollups 5s                  writes the setting rollups.interval (1 s to 1 h)\n' +
+      '  tally schedule set tally-rollups 2s                  writes the setting rollups.interval (1 s to 1 h)\n' +
       'Quote a cron: unquoted, the shell expands its stars. A disabled job stays disabled.\n' +
       'Running workers follow within a minute (cron) or at their next tick (interval).',
     true,

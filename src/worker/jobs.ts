@@ -64,6 +64,6 @@ export const SCHEDULED_JOBS: readonly ScheduledJob[] = [
     repeatWhileMore: true,
     sql: 'select tally.run_rollups() as result',
     expireInSeconds: 900,
-    description: 'folds new events into usage_hourly, usage_daily and usage_monthly (every rollups.interval, default 10 s)',
+    description: 'folds new events into usage_hourly, usage_daily and usage_monthly (every rollups.interval, default 5 s)',
   },
 ];
