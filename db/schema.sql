@@ -1158,32 +1158,38 @@ CREATE FUNCTION tally._latency_percentiles(p_hist bigint[], p_latency_max intege
     AS $$
 DECLARE
   v_bounds constant integer[] := tally.latency_buckets();
-  v_n      numeric := 0;
-  v_ranks  numeric[];
+  v_n      bigint := 0;
+  v_c      bigint;
+  v_ranks  bigint[];
+  v_rank   bigint;     -- the rank looked for next
   v_out    numeric[] := ARRAY[NULL, NULL, NULL]::numeric[];
-  v_seen   numeric := 0;
+  v_seen   bigint := 0;
   v_j      integer := 1;
+  v_k      integer := -1;
   v_lo     numeric;
   v_hi     numeric;
 BEGIN
   IF p_hist IS NULL OR cardinality(p_hist) <> 42 THEN
     RETURN;
   END IF;
-  FOR k IN 1..42 LOOP
-    v_n := v_n + p_hist[k];
+  FOREACH v_c IN ARRAY p_hist LOOP
+    v_n := v_n + v_c;
   END LOOP;
   IF v_n = 0 THEN
     RETURN;
   END IF;
   v_ranks := ARRAY[greatest(1, ceil(0.50 * v_n)), greatest(1, ceil(0.95 * v_n)), greatest(1, ceil(0.99 * v_n))];
-  FOR k IN 0..41 LOOP
-    v_seen := v_seen + p_hist[k + 1];
+  v_rank := v_ranks[1];
+  FOREACH v_c IN ARRAY p_hist LOOP
+    v_k := v_k + 1;   -- the slot, 0-based
+    v_seen := v_seen + v_c;
+    CONTINUE WHEN v_seen < v_rank;
     WHILE v_j <= 3 AND v_seen >= v_ranks[v_j] LOOP
       IF v_ranks[v_j] = v_n AND p_latency_max IS NOT NULL THEN
         v_out[v_j] := p_latency_max;  -- the largest latency is known exactly
       ELSE
-        v_lo := CASE WHEN k = 0 THEN 0 ELSE v_bounds[k] END;
-        v_hi := CASE WHEN k = 41 THEN NULL ELSE v_bounds[k + 1] - 1 END;
+        v_lo := CASE WHEN v_k = 0 THEN 0 ELSE v_bounds[v_k] END;
+        v_hi := CASE WHEN v_k = 41 THEN NULL ELSE v_bounds[v_k + 1] - 1 END;
         IF p_latency_max IS NOT NULL THEN
           v_hi := greatest(v_lo, least(coalesce(v_hi, p_latency_max), p_latency_max));
         END IF;
@@ -1193,6 +1199,8 @@ BEGIN
       END IF;
       v_j := v_j + 1;
     END LOOP;
+    EXIT WHEN v_j > 3;
+    v_rank := v_ranks[v_j];
   END LOOP;
   p50 := v_out[1];
   p95 := v_out[2];
@@ -2206,6 +2214,7 @@ CREATE FUNCTION tally._usage_by(p_account_id uuid, p_unit text, p_hours_lo times
     AS $_$
 DECLARE
   v_parts     record := tally._usage_sql_parts();
+  v_slots     record := tally._usage_tail_sql_parts();
   v_tz        text;
   v_watermark bigint := (SELECT s.watermark FROM tally.rollup_state s);
   -- the filters: the tuple column of each filter argument ($8..$13)
@@ -2320,12 +2329,19 @@ BEGIN
   IF v_has_tail THEN
     v_tail := format($t$
         UNION ALL
-        SELECT %1$s, %2$s, %3$s
-        FROM %4$s
-        WHERE e.account_id = $1 AND e.id > %5$s AND %6$s
-          AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+        SELECT t.b1, t.b2, t.g1, t.g2, %7$s
+        FROM (
+          -- the events by bucket, value and latency slot: the 42 slot counts then run over
+          -- these groups instead of over every event
+          SELECT %1$s, %2$s, %8$s, %3$s
+          FROM %4$s
+          WHERE e.account_id = $1 AND e.id > %5$s AND %6$s
+            AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
+          GROUP BY 1, 2, 3, 4, %9$s
+        ) t(b1, b2, g1, g2, %10$s)
         GROUP BY 1, 2, 3, 4$t$,
-      v_tail_bucket, v_tail_grp, v_parts.tail, v_tail_from, v_watermark, v_tail_where);
+      v_tail_bucket, v_tail_grp, v_slots.first, v_tail_from, v_watermark, v_tail_where,
+      v_slots.second, v_slots.slots, v_slots.slot_keys, v_slots.first_columns);
   END IF;
 
   RETURN QUERY EXECUTE format($q$
@@ -2403,6 +2419,21 @@ CREATE FUNCTION tally._usage_sql_parts(OUT stored text, OUT tail text, OUT outer
 --
 
 COMMENT ON FUNCTION tally._usage_sql_parts(OUT stored text, OUT tail text, OUT outer_sums text, OUT columns text) IS 'The constant SQL pieces of tally._usage_by, generated from tally._rollup_metrics() when this migration ran: stored (a rollup row u as columns, histogram slots h0..h41), tail (the same of a group of events e), outer_sums (the sums of both as the metric columns) and columns (their names). A migration that changes the metric list recreates it.';
+
+--
+-- Name: _usage_tail_sql_parts(); Type: FUNCTION; Schema: tally; Owner: -
+--
+
+CREATE FUNCTION tally._usage_tail_sql_parts(OUT slots text, OUT slot_keys text, OUT first text, OUT first_columns text, OUT second text) RETURNS record
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ select 'width_bucket(e.latency_ms, tally.latency_buckets())'::text, '5'::text, 'count(*), count(*) FILTER (WHERE e.success), count(*) FILTER (WHERE NOT e.success), count(*) FILTER (WHERE e.cached), coalesce(sum(e.files), 0), coalesce(sum(e.bytes), 0), coalesce(sum(e.tokens_in), 0), coalesce(sum(e.tokens_out), 0), coalesce(sum(e.cost_usd), 0), coalesce(sum(e.potential_cost_usd), 0), sum(e.quantity), count(e.latency_ms), coalesce(sum(e.latency_ms), 0), max(e.latency_ms), count(e.latency_ms), count(*) FILTER (WHERE (e.tokens_in IS NOT NULL OR e.tokens_out IS NOT NULL) AND (e.cost_usd IS NULL OR e.potential_cost_usd IS NULL))'::text, 'latency_hist_slot, requests, successful, failed, cached, files, bytes, tokens_in, tokens_out, cost_usd, potential_cost_usd, quantity, latency_count, latency_sum, latency_max, latency_hist_n, unpriced'::text, 'tally._sum8(t.requests), tally._sum8(t.successful), tally._sum8(t.failed), tally._sum8(t.cached), sum(t.files), sum(t.bytes), sum(t.tokens_in), sum(t.tokens_out), sum(t.cost_usd), sum(t.potential_cost_usd), sum(t.quantity), tally._sum8(t.latency_count), sum(t.latency_sum), max(t.latency_max), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 0), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 1), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 2), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 3), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 4), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 5), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 6), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 7), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 8), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 9), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 10), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 11), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 12), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 13), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 14), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 15), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 16), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 17), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 18), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 19), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 20), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 21), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 22), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 23), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 24), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 25), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 26), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 27), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 28), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 29), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 30), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 31), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 32), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 33), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 34), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 35), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 36), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 37), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 38), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 39), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 40), tally._sum8(t.latency_hist_n) FILTER (WHERE t.latency_hist_slot = 41), tally._sum8(t.unpriced)'::text $$;
+
+--
+-- Name: FUNCTION _usage_tail_sql_parts(OUT slots text, OUT slot_keys text, OUT first text, OUT first_columns text, OUT second text); Type: COMMENT; Schema: tally; Owner: -
+--
+
+COMMENT ON FUNCTION tally._usage_tail_sql_parts(OUT slots text, OUT slot_keys text, OUT first text, OUT first_columns text, OUT second text) IS 'The constant SQL pieces of tally._usage_by''s tail, generated from tally._rollup_metrics() when migration 41 ran: slots (each histogram''s width_bucket slot of an event e), slot_keys (their GROUP BY positions after the four bucket and value keys), first (each metric of a group of events of one slot: histograms as the count in it), first_columns (the names of slots and first) and second (the metrics of groups t of those rows, histograms as 42 slot columns, as tally._usage_sql_parts().tail gives them). A migration that changes the metric list recreates it.';
 
 --
 -- Name: apply_retention(); Type: FUNCTION; Schema: tally; Owner: -
@@ -7598,6 +7629,12 @@ REVOKE ALL ON FUNCTION tally._usage_metrics_sql(p_alias text) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION tally._usage_sql_parts(OUT stored text, OUT tail text, OUT outer_sums text, OUT columns text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION _usage_tail_sql_parts(OUT slots text, OUT slot_keys text, OUT first text, OUT first_columns text, OUT second text); Type: ACL; Schema: tally; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tally._usage_tail_sql_parts(OUT slots text, OUT slot_keys text, OUT first text, OUT first_columns text, OUT second text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION apply_retention(); Type: ACL; Schema: tally; Owner: -
