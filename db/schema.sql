@@ -1169,7 +1169,8 @@ DECLARE
   v_lo     numeric;
   v_hi     numeric;
 BEGIN
-  IF p_hist IS NULL OR cardinality(p_hist) <> 42 THEN
+  -- a one-dimensional, 1-based array of 42 slots, as the rollups store it; else NULLs
+  IF p_hist IS NULL OR cardinality(p_hist) <> 42 OR array_ndims(p_hist) <> 1 OR array_lower(p_hist, 1) <> 1 THEN
     RETURN;
   END IF;
   FOREACH v_c IN ARRAY p_hist LOOP
@@ -1212,7 +1213,7 @@ $$;
 -- Name: FUNCTION _latency_percentiles(p_hist bigint[], p_latency_max integer, OUT p50 numeric, OUT p95 numeric, OUT p99 numeric); Type: COMMENT; Schema: tally; Owner: -
 --
 
-COMMENT ON FUNCTION tally._latency_percentiles(p_hist bigint[], p_latency_max integer, OUT p50 numeric, OUT p95 numeric, OUT p99 numeric) IS 'p50, p95 and p99 (ms, 2 decimals) of a 42-slot latency histogram in one pass, each the estimate tally.histogram_percentile gives (latency_max bounds the top slot); NULL when empty.';
+COMMENT ON FUNCTION tally._latency_percentiles(p_hist bigint[], p_latency_max integer, OUT p50 numeric, OUT p95 numeric, OUT p99 numeric) IS 'p50, p95 and p99 (ms, 2 decimals) of a 42-slot latency histogram in one walk that stops at p99, each the estimate tally.histogram_percentile gives (latency_max bounds the top slot); NULL when empty, or when the array is not one-dimensional, 1-based and 42 long.';
 
 --
 -- Name: _live_view_sql(text); Type: FUNCTION; Schema: tally; Owner: -

@@ -176,4 +176,15 @@ describe('_latency_percentiles (p50, p95 and p99 of every analytics row in one w
     expect(rows.find((r) => r.g === -2)).toMatchObject({ p50: '0', p95: '0', p99: '0' });
     expect(rows.filter((r) => r.p50 !== null).length).toBeGreaterThan(2900);
   });
+
+  it('gives NULLs for an array that is not one-dimensional, 1-based and 42 long', async () => {
+    const { rows } = await db.pool.query(`
+      select p.* from (values
+        (array_fill(1::bigint, array[41])),
+        (array_fill(1::bigint, array[43])),
+        (array_fill(1::bigint, array[6, 7])),
+        (array_fill(1::bigint, array[42], array[0])),
+        (null::bigint[])) as h(h), tally._latency_percentiles(h.h, 100) p`);
+    expect(rows).toEqual(Array(5).fill({ p50: null, p95: null, p99: null }));
+  });
 });

@@ -448,12 +448,20 @@ describe('an installation upgraded to migration 40 (rollups every 5 seconds)', (
     try {
       const setting = async (d: TestDatabase) =>
         (await d.pool.query("select value, default_value from tally.settings where name = 'rollups.interval'")).rows[0];
+      const updatedAt = async (d: TestDatabase) =>
+        (await d.pool.query("select updated_at from tally.settings where name = 'rollups.interval'")).rows[0].updated_at as Date;
       for (const d of [onDefault, setByHand]) await migrateBefore(d.url, '00040_rollups-every-5-seconds.sql');
       expect(await setting(onDefault)).toEqual({ value: '10 seconds', default_value: '10 seconds' });
       await setByHand.pool.query("select tally.set_setting('rollups.interval', '30 seconds')");
+      const before = { onDefault: await updatedAt(onDefault), setByHand: await updatedAt(setByHand) };
       for (const d of [onDefault, setByHand]) await runMigrations(d.url);
       expect(await setting(onDefault)).toEqual({ value: '5 seconds', default_value: '5 seconds' });
       expect(await setting(setByHand)).toEqual({ value: '30 seconds', default_value: '5 seconds' });
+      // a changed value says when it changed; a kept one keeps its time
+      expect((await updatedAt(onDefault)).getTime()).toBeGreaterThan(before.onDefault.getTime());
+      expect(await updatedAt(setByHand)).toEqual(before.setByHand);
+      const { rows: described } = await onDefault.pool.query("select description from tally.settings where name = 'rollups.interval'");
+      expect(described[0].description).toContain('default 5 seconds');
       // resetting goes to the new default
       await setByHand.pool.query("select tally.set_setting('rollups.interval', null)");
       expect(await setting(setByHand)).toEqual({ value: '5 seconds', default_value: '5 seconds' });

@@ -5,11 +5,12 @@
 -- with 5 seconds, inside the 15-second freshness target. A run over an empty window is one
 -- short transaction, so the shorter period costs an idle deployment next to nothing.
 --
--- A deployment that set its own interval keeps it: only a value still equal to the old
--- default follows the new one.
+-- A deployment that set an interval other than 10 seconds keeps it; one still at 10 seconds
+-- (however it is spelled: the default and a value set to it look the same) gets 5.
 
 UPDATE tally.settings
 SET value = CASE WHEN value::interval = default_value::interval THEN '5 seconds' ELSE value END,
+    updated_at = CASE WHEN value::interval = default_value::interval THEN now() ELSE updated_at END,
     default_value = '5 seconds'
 WHERE name = 'rollups.interval';
 

@@ -106,7 +106,8 @@ DECLARE
   v_lo     numeric;
   v_hi     numeric;
 BEGIN
-  IF p_hist IS NULL OR cardinality(p_hist) <> 42 THEN
+  -- a one-dimensional, 1-based array of 42 slots, as the rollups store it; else NULLs
+  IF p_hist IS NULL OR cardinality(p_hist) <> 42 OR array_ndims(p_hist) <> 1 OR array_lower(p_hist, 1) <> 1 THEN
     RETURN;
   END IF;
   FOREACH v_c IN ARRAY p_hist LOOP
@@ -144,3 +145,5 @@ BEGIN
   p99 := v_out[3];
 END
 $$;
+COMMENT ON FUNCTION tally._latency_percentiles(bigint[], integer) IS
+  'p50, p95 and p99 (ms, 2 decimals) of a 42-slot latency histogram in one walk that stops at p99, each the estimate tally.histogram_percentile gives (latency_max bounds the top slot); NULL when empty, or when the array is not one-dimensional, 1-based and 42 long.';

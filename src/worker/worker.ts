@@ -167,7 +167,7 @@ function offerEveryInterval(pool: pg.Pool, boss: PgBoss, first: JobSchedule, log
   let current = first;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
-  const seconds = () => current.intervalSeconds ?? 10; // always set for an interval job
+  const seconds = () => current.intervalSeconds ?? 5; // always set for an interval job (5: rollups.interval's default)
   const tick = async () => {
     try {
       const [latest] = (await readSchedules(pool, [job])).schedules;
