@@ -20,13 +20,12 @@
 
 DO $do$
 DECLARE
-  v_slots text; v_slot_keys text; v_first text; v_first_columns text; v_second text;
+  v_slots text; v_first text; v_first_columns text; v_second text;
 BEGIN
   SELECT string_agg(format('width_bucket(%s, tally.latency_buckets())', m.event_value), ', ' ORDER BY m.ord),
-         string_agg((4 + m.n)::text, ', ' ORDER BY m.ord),
          string_agg(format('%I', m.name || '_slot'), ', ' ORDER BY m.ord)
-  INTO v_slots, v_slot_keys, v_first_columns
-  FROM (SELECT m.*, row_number() OVER (ORDER BY m.ord) AS n FROM tally._rollup_metrics() m WHERE m.combine = 'histogram') m;
+  INTO v_slots, v_first_columns
+  FROM tally._rollup_metrics() m WHERE m.combine = 'histogram';
   SELECT string_agg(CASE m.combine
            WHEN 'histogram' THEN format('count(%s)', m.event_value)
            ELSE m.group_value END, ', ' ORDER BY m.ord),
@@ -40,14 +39,14 @@ BEGIN
   INTO v_first, v_first_columns, v_second
   FROM tally._rollup_metrics() m;
   EXECUTE format($f$
-    CREATE FUNCTION tally._usage_tail_sql_parts(OUT slots text, OUT slot_keys text, OUT first text, OUT first_columns text, OUT second text)
+    CREATE FUNCTION tally._usage_tail_sql_parts(OUT slots text, OUT first text, OUT first_columns text, OUT second text)
       LANGUAGE sql IMMUTABLE
       SET search_path = pg_catalog, pg_temp
-      AS $b$ select %L::text, %L::text, %L::text, %L::text, %L::text $b$$f$, v_slots, v_slot_keys, v_first, v_first_columns, v_second);
+      AS $b$ select %L::text, %L::text, %L::text, %L::text $b$$f$, v_slots, v_first, v_first_columns, v_second);
 END
 $do$;
 COMMENT ON FUNCTION tally._usage_tail_sql_parts() IS
-  'The constant SQL pieces of tally._usage_by''s tail, generated from tally._rollup_metrics() when migration 41 ran: slots (each histogram''s width_bucket slot of an event e), slot_keys (their GROUP BY positions after the four bucket and value keys), first (each metric of a group of events of one slot: histograms as the count in it), first_columns (the names of slots and first) and second (the metrics of groups t of those rows, histograms as 42 slot columns, as tally._usage_sql_parts().tail gives them). A migration that changes the metric list recreates it.';
+  'The constant SQL pieces of tally._usage_by''s tail, generated from tally._rollup_metrics() when migration 41 ran: slots (each histogram''s width_bucket slot of an event e, also what the first grouping groups by), first (each metric of a group of events of one slot: histograms as the count in it), first_columns (the names of slots and first) and second (the metrics of groups t of those rows, histograms as 42 slot columns, as tally._usage_sql_parts().tail gives them). A migration that changes the metric list recreates it.';
 REVOKE ALL ON FUNCTION tally._usage_tail_sql_parts() FROM PUBLIC, anon, authenticated, service_role;
 
 DO $do$
@@ -74,11 +73,11 @@ BEGIN
           FROM %4$s
           WHERE e.account_id = $1 AND e.id > %5$s AND %6$s
             AND NOT EXISTS (SELECT 1 FROM tally.event_voids v WHERE v.account_id = e.account_id AND v.event_id = e.id)
-          GROUP BY 1, 2, 3, 4, %9$s
-        ) t(b1, b2, g1, g2, %10$s)
+          GROUP BY 1, 2, 3, 4, %8$s
+        ) t(b1, b2, g1, g2, %9$s)
         GROUP BY 1, 2, 3, 4$t$,
       v_tail_bucket, v_tail_grp, v_slots.first, v_tail_from, v_watermark, v_tail_where,
-      v_slots.second, v_slots.slots, v_slots.slot_keys, v_slots.first_columns);$n$);
+      v_slots.second, v_slots.slots, v_slots.first_columns);$n$);
   EXECUTE v_def;
 END
 $do$;
